@@ -72,6 +72,7 @@ class ModelConfig:
     """Task-model settings: sequence length, LoRA, head size and task-specific options."""
 
     sequence_length: int = 128
+    product_sequence_length: int = 32
     lora_rank: int | None = None
     freeze_backbone: bool = False
     hidden_dim: int = 256

@@ -1,0 +1,143 @@
+"""Training pairs for buy probability, built from events without looking into the future.
+
+Positives are purchases. Negatives are products the user viewed or carted but never bought,
+plus products drawn uniformly from the catalog. Each example's user context is built only from
+the user's events before the candidate's session (events more than `SESSION_GAP` before it),
+so neither the label nor the session that led to it leak into the context.
+
+Example:
+>>> import pandas as pd
+>>> events = pd.DataFrame({
+...     "user_id": ["u", "u", "u"], "product_id": ["a", "b", "b"],
+...     "event": ["purchase", "view", "purchase"],
+...     "timestamp": pd.to_datetime(["2024-01-01 00:00", "2024-02-01 00:00", "2024-02-01 00:05"], utc=True)})
+>>> catalog = pd.DataFrame({"product_id": ["a", "b", "c"], "title": ["Mug", "Cap", "Hat"],
+...                         "category": ["kitchen", "hats", "hats"]})
+>>> pairs = build_pairs(events, catalog, negatives=1, seed=0)
+>>> pairs[["product_id", "label", "context"]].values.tolist()[:2]
+[['a', 1, ''], ['b', 1, 'Mug | kitchen']]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys.schema import price_band
+from recsys.tasks.buy_probability import context_text, item_text, product_text
+
+SESSION_GAP = pd.Timedelta(minutes=30)
+
+
+def catalog_texts(catalog: pd.DataFrame):
+    """Returns `(item_texts, product_texts)`: dicts product id -> context / product text."""
+    brands = catalog["brand"] if "brand" in catalog else pd.Series([None] * len(catalog))
+    prices = catalog["price"] if "price" in catalog else pd.Series([None] * len(catalog))
+    items, products = {}, {}
+    for pid, title, category, brand, price in zip(
+        catalog["product_id"], catalog["title"], catalog["category"], brands, prices, strict=True
+    ):
+        price = None if price is None or pd.isna(price) else float(price)
+        brand = None if brand is None or pd.isna(brand) else brand
+        items[pid] = item_text(title, category)
+        products[pid] = product_text(title, category, brand, price_band(price) if price is not None else None)
+    return items, products
+
+
+class HistoryIndex:
+    """Per-user event history for building contexts at any point in time."""
+
+    def __init__(self, events: pd.DataFrame, item_texts: dict):
+        events = events.sort_values("timestamp", kind="stable")
+        self._item_texts = item_texts
+        self._times, self._products = {}, {}
+        for user, group in events.groupby("user_id", sort=False):
+            self._times[user] = group["timestamp"].to_numpy(dtype="datetime64[ns]")
+            self._products[user] = group["product_id"].to_numpy()
+
+    def history(self, user, before, length):
+        """The user's last `length` product ids strictly before `before`, most recent first."""
+        times = self._times.get(user)
+        if times is None:
+            return []
+        end = int(np.searchsorted(times, np.datetime64(before.tz_convert(None)), side="left"))
+        return list(self._products[user][max(0, end - length):end][::-1])
+
+    def context(self, user, before, length, query=None):
+        items = [self._item_texts[p] for p in self.history(user, before, length) if p in self._item_texts]
+        return context_text(items, query=query)
+
+
+def build_pairs(events, catalog, negatives=4, history_length=10, seed=0, max_pairs=None):
+    """Labelled (user, product) pairs with their context and product texts.
+
+    Args:
+        events: validated events frame.
+        catalog: validated catalog frame.
+        negatives: int. Negatives per positive (half viewed-not-bought where there are enough,
+            the rest uniform over the catalog).
+        history_length: int. History items in the context.
+        seed: int. Sampling seed.
+        max_pairs: int or None. Keep at most this many pairs (a random subset, same seed).
+
+    Returns:
+        DataFrame with `user_id`, `product_id`, `timestamp`, `label`, `context`, `product`,
+        sorted by time.
+    """
+    if len(events) == 0:
+        raise ValueError("No events to build buy-probability pairs from.")
+    rng = np.random.default_rng(seed)
+    items, products = catalog_texts(catalog)
+    purchases = events[events["event"] == "purchase"]
+    if len(purchases) == 0:
+        raise ValueError("The events hold no purchases; buy probability needs purchase events.")
+    positives = purchases[["user_id", "product_id", "timestamp"]].assign(label=1)
+    bought = set(zip(purchases["user_id"], purchases["product_id"], strict=True))
+    browsed = events[events["event"] != "purchase"].drop_duplicates(["user_id", "product_id"])
+    keep = [(u, p) not in bought for u, p in zip(browsed["user_id"], browsed["product_id"], strict=True)]
+    browsed = browsed[keep]
+    wanted = negatives * len(positives)
+    n_browsed = min(len(browsed), wanted // 2)
+    hard = browsed.iloc[rng.permutation(len(browsed))[:n_browsed]]
+    hard = hard[["user_id", "product_id", "timestamp"]].assign(label=0)
+    n_uniform = wanted - n_browsed
+    anchor = positives.iloc[rng.integers(0, len(positives), n_uniform)]
+    catalog_ids = catalog["product_id"].to_numpy()
+    uniform = pd.DataFrame({
+        "user_id": anchor["user_id"].to_numpy(),
+        "product_id": catalog_ids[rng.integers(0, len(catalog_ids), n_uniform)],
+        "timestamp": anchor["timestamp"].to_numpy(),
+        "label": 0,
+    })
+    uniform = uniform[[(u, p) not in bought for u, p in zip(uniform["user_id"], uniform["product_id"], strict=True)]]
+    pairs = pd.concat([positives, hard, uniform], ignore_index=True)
+    pairs["timestamp"] = pd.to_datetime(pairs["timestamp"], utc=True)
+    if max_pairs is not None and len(pairs) > max_pairs:
+        pairs = pairs.iloc[np.sort(rng.permutation(len(pairs))[:max_pairs])]
+    pairs = pairs.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    index = HistoryIndex(events, items)
+    pairs["context"] = [
+        index.context(u, t - SESSION_GAP, history_length)
+        for u, t in zip(pairs["user_id"], pairs["timestamp"], strict=True)
+    ]
+    pairs["product"] = pairs["product_id"].map(products)
+    pairs["label"] = pairs["label"].astype("int64")
+    return pairs
+
+
+def time_split(pairs, validation_fraction=0.1, test_fraction=0.1):
+    """Cuts time-sorted pairs into train, validation and test by time (latest last).
+
+    >>> import pandas as pd
+    >>> tr, va, te = time_split(pd.DataFrame({"x": range(10)}), 0.2, 0.1)
+    >>> len(tr), len(va), len(te)
+    (7, 2, 1)
+    """
+    n = len(pairs)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * validation_fraction))
+    train = pairs.iloc[: n - n_val - n_test]
+    if len(train) == 0:
+        raise ValueError(f"Too few pairs ({n}) to split into train, validation and test.")
+    return (train.reset_index(drop=True), pairs.iloc[n - n_val - n_test: n - n_test].reset_index(drop=True),
+            pairs.iloc[n - n_test:].reset_index(drop=True))

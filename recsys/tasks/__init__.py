@@ -1,0 +1,1 @@
+"""Task models: buy probability, next-item ranking, text classification."""

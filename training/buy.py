@@ -1,0 +1,187 @@
+"""Task adapter: buy probability (data, model, evaluation, export) for `training.train`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pandas as pd
+
+from recsys import metrics
+from recsys.data import buy_pairs
+from recsys.data.errors import DataError
+from recsys.export import fingerprint
+from recsys.report import plot_calibration, plot_roc
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class BuyData:
+    """Pairs split by time, plus the tables they came from."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    catalog: pd.DataFrame
+    events: pd.DataFrame
+    truth: pd.DataFrame | None = None
+    bayes_optimal_auc: float | None = None
+
+    @property
+    def train_size(self):
+        return len(self.train)
+
+    @property
+    def fingerprint(self):
+        return fingerprint(self.events[["user_id", "product_id", "event"]])
+
+    def describe(self):
+        return (f"{len(self.train)} train / {len(self.validation)} validation / {len(self.test)} "
+                f"test pairs, {len(self.catalog)} products, {self.events['user_id'].nunique()} users")
+
+
+def _load_tables(config):
+    data = config.data
+    if data.source == "synthetic":
+        from recsys.data import synthetic
+
+        if data.path:
+            store = synthetic.load_store_dir(data.path)
+        else:
+            store = synthetic.generate(products=data.products, users=data.users, seed=config.train.seed,
+                                       events_target=max(1000, data.users * 33))
+        return store.catalog, store.events, store.truth, store.bayes_optimal_auc()
+    if data.source == "events":
+        from recsys.data.catalog import load_catalog
+        from recsys.data.events import load_events
+
+        if not data.path or not data.catalog:
+            raise DataError("data.source 'events' needs data.path (events file) and data.catalog")
+        catalog = load_catalog(data.catalog)
+        return catalog, load_events(data.path, catalog=catalog, on_unknown="drop"), None, None
+    if data.source == "retail":
+        from recsys.data import formats
+
+        path = data.path or formats.shared_data_dir() / "online-retail" / "online_retail.csv.gz"
+        catalog, events = formats.load_online_retail(path)
+        return catalog, events, None, None
+    raise DataError(f"data.source {data.source!r} does not apply to buy_probability; "
+                    "use synthetic, events or retail")
+
+
+def prepare(config) -> BuyData:
+    catalog, events, truth, bayes = _load_tables(config)
+    pairs = buy_pairs.build_pairs(
+        events, catalog, negatives=config.data.negatives,
+        history_length=config.data.history_length, seed=config.train.seed,
+        max_pairs=config.data.max_pairs,
+    )
+    train, validation, test = buy_pairs.time_split(
+        pairs, config.data.validation_fraction, config.data.test_fraction)
+    if truth is not None:
+        index = buy_pairs.HistoryIndex(events, buy_pairs.catalog_texts(catalog)[0])
+        _, products = buy_pairs.catalog_texts(catalog)
+        truth = truth.assign(
+            context=[index.context(u, t, config.data.history_length)
+                     for u, t in zip(truth["user_id"], truth["timestamp"], strict=True)],
+            product=truth["product_id"].map(products),
+        )
+    return BuyData(train, validation, test, catalog, events, truth, bayes)
+
+
+def build(config, data):
+    from recsys import backbones
+    from recsys.tasks import buy_probability
+
+    backbone, text_preprocessor = backbones.resolve(
+        config.backbone, config.model.sequence_length, lora_rank=config.model.lora_rank)
+    preprocessor = buy_probability.BuyProbabilityPreprocessor(
+        text_preprocessor.tokenizer, config.model.sequence_length,
+        min(config.model.product_sequence_length, config.model.sequence_length))
+    model = buy_probability.build_model(
+        backbone, hidden_dim=config.model.hidden_dim, dropout=config.model.dropout,
+        freeze_backbone=config.model.freeze_backbone)
+    return model, preprocessor
+
+
+def objectives(config, data):
+    from recsys.tasks import buy_probability
+
+    return buy_probability.objectives()
+
+
+def monitor(config):
+    return "val_auc", "max"
+
+
+def _frame(data, split):
+    return {"train": data.train, "validation": data.validation, "test": data.test,
+            "truth": data.truth}[split]
+
+
+def dataset(data, split, preprocessor, batch_size, config, training=False, labels=True):
+    import tensorflow as tf
+
+    frame = _frame(data, split)
+    features = {"context": frame["context"].to_numpy(dtype=str), "product": frame["product"].to_numpy(dtype=str)}
+    if labels:
+        ds = tf.data.Dataset.from_tensor_slices(
+            (features, {"buy_logit": frame["label"].to_numpy(dtype="float32")[:, None]}))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(features)
+    if training:
+        ds = ds.shuffle(min(len(frame), 50_000), seed=config.train.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if labels:
+        ds = ds.map(lambda x, y: (preprocessor(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model, preprocessor, data, split, config):
+    ds = dataset(data, split, preprocessor, config.train.batch_size * 4, config, labels=False)
+    logits = model.predict(ds, verbose=0)["buy_logit"].reshape(-1)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def evaluate(model, preprocessor, data, config, run_dir):
+    probabilities = predict(model, preprocessor, data, "test", config)
+    labels = data.test["label"].to_numpy()
+    test = metrics.binary_report(labels, probabilities, user_ids=data.test["user_id"].to_numpy())
+    plot_roc(labels, probabilities, run_dir / "roc.png")
+    plot_calibration(labels, probabilities, run_dir / "calibration.png")
+    headline = {"roc_auc": test["roc_auc"], "per_user_auc": test.get("per_user_auc"),
+                "ece": test["ece"]}
+    report = {"task": "buy_probability", "test": test, "headline": headline}
+    if data.truth is not None:
+        truth_probs = predict(model, preprocessor, data, "truth", config)
+        truth_auc = metrics.roc_auc(data.truth["label"].to_numpy(), truth_probs)
+        report["synthetic_truth"] = {
+            "roc_auc": truth_auc,
+            "bayes_optimal_auc": data.bayes_optimal_auc,
+            "ratio_to_optimal": truth_auc / data.bayes_optimal_auc,
+            "pairs": len(data.truth),
+        }
+        headline["truth_auc"] = truth_auc
+        headline["bayes_optimal_auc"] = data.bayes_optimal_auc
+        headline["ratio_to_optimal"] = truth_auc / data.bayes_optimal_auc
+    return report
+
+
+def export(model, preprocessor, data, config, export_dir):
+    from recsys.tasks import buy_probability_export
+
+    return buy_probability_export.export(
+        model, preprocessor, data.catalog, export_dir, config.data.history_length)
+
+
+def card_extras(data, config):
+    return {
+        "catalog_products": len(data.catalog),
+        "history_length": config.data.history_length,
+        "context_length": config.model.sequence_length,
+        "product_length": min(config.model.product_sequence_length, config.model.sequence_length),
+    }

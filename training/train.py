@@ -1,0 +1,155 @@
+"""Train a task model from a YAML config, evaluate it and publish it into the model store.
+
+    python -m training.train --config training/configs/buy_demo.yaml [--set train.epochs=1]
+    recsys train training/configs/buy_demo.yaml --set train.epochs=1
+
+Each task adapter (`training/tasks.py`) prepares data, builds the model and preprocessor,
+evaluates and exports; this module owns what they share: strategy, optimiser, callbacks,
+the fit loop, the report and publishing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import pathlib
+import sys
+import time
+import warnings
+
+from recsys import store
+from recsys.config import load_config
+from recsys.report import plot_training_curves, write_json
+
+logger = logging.getLogger("training.train")
+# BERT's pooler is unused (the towers mean-pool), so Keras warns that it gets no gradients.
+warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
+warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+
+
+def _callbacks(run_dir, monitor, mode, patience, verbose):
+    import keras
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+    ]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True, verbose=verbose))
+    return callbacks
+
+
+def run(config_path, overrides=(), store="saved_models", run_dir=None, export=True) -> int:
+    """Trains, evaluates and (optionally) publishes; returns the process exit code."""
+    import keras
+
+    from training import distribute, tasks
+
+    config = load_config(config_path, overrides)
+    logger.info("Config: %s", config.to_dict())
+    run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / config.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.train.seed)
+    strategy_name, strategy = distribute.make_strategy(config.train.strategy)
+    distribute.set_precision(distribute.resolve_precision(config.train.precision, strategy_name))
+    adapter = tasks.adapter(config.task)
+
+    started = time.perf_counter()
+    data = adapter.prepare(config)
+    logger.info("Data ready in %.1f s: %s", time.perf_counter() - started, data.describe())
+    global_batch = config.train.batch_size * strategy.num_replicas_in_sync
+    steps = config.train.steps_per_epoch or max(1, math.ceil(data.train_size / global_batch))
+    with strategy.scope():
+        model, preprocessor = adapter.build(config, data)
+        from recsys.objectives import compile_kwargs
+        from training.optimization import make_optimizer
+
+        model.compile(optimizer=make_optimizer(config.train, steps * config.train.epochs),
+                      **compile_kwargs(adapter.objectives(config, data)))
+    train_ds = adapter.dataset(data, "train", preprocessor, global_batch, config, training=True)
+    val_ds = adapter.dataset(data, "validation", preprocessor, global_batch, config, training=False)
+    verbose = 1 if sys.stdout.isatty() else 2
+    monitor, mode = adapter.monitor(config)
+    fit_started = time.perf_counter()
+    history = model.fit(
+        train_ds.repeat() if config.train.steps_per_epoch else train_ds,
+        validation_data=val_ds,
+        epochs=config.train.epochs,
+        steps_per_epoch=config.train.steps_per_epoch,
+        callbacks=_callbacks(run_dir, monitor, mode, config.train.early_stopping_patience, verbose),
+        verbose=verbose,
+    )
+    fit_seconds = time.perf_counter() - fit_started
+    plot_training_curves(history.history, run_dir / "training_curves.png")
+    report = adapter.evaluate(model, preprocessor, data, config, run_dir)
+    report["training"] = {
+        "epochs_run": len(history.history.get("loss", [])),
+        "fit_seconds": round(fit_seconds, 1),
+        "train_examples": data.train_size,
+        "global_batch": global_batch,
+        "strategy": strategy_name,
+        "replicas": strategy.num_replicas_in_sync,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    }
+    write_json(run_dir / "report.json", report)
+    logger.info("Report: %s", run_dir / "report.json")
+    print(f"Evaluation: {report['headline']}")
+    if export and _is_chief(strategy):
+        path = _publish(adapter, model, preprocessor, data, config, report, store)
+        print(f"Published {config.name} version {path.name}: {path}")
+    return 0
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _publish(adapter, model, preprocessor, data, config, report, store_root):
+    from recsys.export import write_model_card
+
+    def write(tmp):
+        signatures = adapter.export(model, preprocessor, data, config, tmp)
+        write_model_card(tmp, {
+            "name": config.name,
+            "task": config.task,
+            "backbone": config.backbone,
+            "sequence_length": config.model.sequence_length,
+            "config": config.to_dict(),
+            "data_fingerprint": data.fingerprint,
+            "signatures": signatures,
+            "metrics": report.get("test", {}),
+            "headline_metrics": report["headline"],
+            **adapter.card_extras(data, config),
+        })
+
+    return store.publish(store_root, config.name, write)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="YAML config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parser.add_argument("--store", default="saved_models")
+    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--no-export", action="store_true")
+    args = parser.parse_args(argv)
+    from recsys.cli import main as cli_main
+
+    argv = ["train", args.config, "--store", args.store]
+    for item in args.overrides:
+        argv += ["--set", item]
+    if args.run_dir:
+        argv += ["--run-dir", args.run_dir]
+    if args.no_export:
+        argv.append("--no-export")
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
