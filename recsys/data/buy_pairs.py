@@ -40,7 +40,9 @@ def catalog_texts(catalog: pd.DataFrame):
         price = None if price is None or pd.isna(price) else float(price)
         brand = None if brand is None or pd.isna(brand) else brand
         items[pid] = item_text(title, category)
-        products[pid] = product_text(title, category, brand, price_band(price) if price is not None else None)
+        products[pid] = product_text(
+            title, category, brand, price_band(price) if price is not None else None
+        )
     return items, products
 
 
@@ -61,10 +63,12 @@ class HistoryIndex:
         if times is None:
             return []
         end = int(np.searchsorted(times, np.datetime64(before.tz_convert(None)), side="left"))
-        return list(self._products[user][max(0, end - length):end][::-1])
+        return list(self._products[user][max(0, end - length) : end][::-1])
 
     def context(self, user, before, length, query=None):
-        items = [self._item_texts[p] for p in self.history(user, before, length) if p in self._item_texts]
+        items = [
+            self._item_texts[p] for p in self.history(user, before, length) if p in self._item_texts
+        ]
         return context_text(items, query=query)
 
 
@@ -94,7 +98,9 @@ def build_pairs(events, catalog, negatives=4, history_length=10, seed=0, max_pai
     positives = purchases[["user_id", "product_id", "timestamp"]].assign(label=1)
     bought = set(zip(purchases["user_id"], purchases["product_id"], strict=True))
     browsed = events[events["event"] != "purchase"].drop_duplicates(["user_id", "product_id"])
-    keep = [(u, p) not in bought for u, p in zip(browsed["user_id"], browsed["product_id"], strict=True)]
+    keep = [
+        (u, p) not in bought for u, p in zip(browsed["user_id"], browsed["product_id"], strict=True)
+    ]
     browsed = browsed[keep]
     wanted = negatives * len(positives)
     n_browsed = min(len(browsed), wanted // 2)
@@ -103,13 +109,20 @@ def build_pairs(events, catalog, negatives=4, history_length=10, seed=0, max_pai
     n_uniform = wanted - n_browsed
     anchor = positives.iloc[rng.integers(0, len(positives), n_uniform)]
     catalog_ids = catalog["product_id"].to_numpy()
-    uniform = pd.DataFrame({
-        "user_id": anchor["user_id"].to_numpy(),
-        "product_id": catalog_ids[rng.integers(0, len(catalog_ids), n_uniform)],
-        "timestamp": anchor["timestamp"].to_numpy(),
-        "label": 0,
-    })
-    uniform = uniform[[(u, p) not in bought for u, p in zip(uniform["user_id"], uniform["product_id"], strict=True)]]
+    uniform = pd.DataFrame(
+        {
+            "user_id": anchor["user_id"].to_numpy(),
+            "product_id": catalog_ids[rng.integers(0, len(catalog_ids), n_uniform)],
+            "timestamp": anchor["timestamp"].to_numpy(),
+            "label": 0,
+        }
+    )
+    uniform = uniform[
+        [
+            (u, p) not in bought
+            for u, p in zip(uniform["user_id"], uniform["product_id"], strict=True)
+        ]
+    ]
     pairs = pd.concat([positives, hard, uniform], ignore_index=True)
     pairs["timestamp"] = pd.to_datetime(pairs["timestamp"], utc=True)
     if max_pairs is not None and len(pairs) > max_pairs:
@@ -139,5 +152,8 @@ def time_split(pairs, validation_fraction=0.1, test_fraction=0.1):
     train = pairs.iloc[: n - n_val - n_test]
     if len(train) == 0:
         raise ValueError(f"Too few pairs ({n}) to split into train, validation and test.")
-    return (train.reset_index(drop=True), pairs.iloc[n - n_val - n_test: n - n_test].reset_index(drop=True),
-            pairs.iloc[n - n_test:].reset_index(drop=True))
+    return (
+        train.reset_index(drop=True),
+        pairs.iloc[n - n_val - n_test : n - n_test].reset_index(drop=True),
+        pairs.iloc[n - n_test :].reset_index(drop=True),
+    )

@@ -31,20 +31,21 @@ def load_events(path, catalog=None, on_unknown="error") -> pd.DataFrame:
         DataError: bad columns or values, an unknown event type, or (with
             `on_unknown="error"`) events naming products missing from the catalog.
     """
-    events = _check_events(load_table(path, EVENTS), path)
+    # Check before sorting by time, so that error rows are the file's data rows.
+    events = _check_event_types(load_table(path, EVENTS), path)
     if catalog is not None:
         events = check_products(events, catalog, on_unknown=on_unknown, path=path)
-    return events
+    return _sort_by_time(events)
 
 
 def from_frame(frame: pd.DataFrame, path="<events>") -> pd.DataFrame:
     """Validates in-memory events and sorts them by time (stable)."""
-    return _check_events(validate(frame, EVENTS, path=path), path)
+    return _sort_by_time(_check_event_types(validate(frame, EVENTS, path=path), path))
 
 
-def _check_events(events, path):
-    events = events.assign(event=events["event"].str.lower())
-    bad = ~events["event"].isin(EVENT_TYPES).to_numpy()
+def _check_event_types(events, path):
+    lowered = events["event"].str.lower()
+    bad = ~lowered.isin(EVENT_TYPES).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(
@@ -54,6 +55,10 @@ def _check_events(events, path):
             row=row,
             value=events["event"].iloc[row],
         )
+    return events.assign(event=lowered)
+
+
+def _sort_by_time(events):
     return events.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 

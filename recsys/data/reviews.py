@@ -51,6 +51,11 @@ def review_text(row) -> str:
     'Great. Fits well'
     """
     title = row.get("title") if hasattr(row, "get") else None
-    if title is None or title is pd.NA or (isinstance(title, float) and title != title) or not title:
+    if (
+        title is None
+        or title is pd.NA
+        or (isinstance(title, float) and title != title)
+        or not title
+    ):
         return str(row["text"])
     return f"{title}. {row['text']}"

@@ -66,7 +66,7 @@ def _read_parquet(path):
 
 def _read_csv(path, sep):
     try:
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
     except UnicodeDecodeError as e:
         raise DataError(
             f"unreadable encoding at byte {e.start}; expected UTF-8 text", path=str(path)
@@ -75,6 +75,16 @@ def _read_csv(path, sep):
         raise DataError("the file has no columns; expected a CSV header", path=str(path)) from None
     except (pd.errors.ParserError, EOFError, OSError) as e:
         raise DataError(f"not a readable CSV file: {e}", path=str(path)) from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas silently turns the leading fields into an index (shifting every column) when
+        # the first data row has more fields than the header.
+        raise DataError(
+            f"more fields than the header has columns ({len(frame.columns)}: "
+            f"{list(map(str, frame.columns))}); expected one field per column",
+            path=str(path),
+            row=0,
+        )
+    return frame
 
 
 def validate(frame: pd.DataFrame, schema: TableSchema, path="<table>") -> pd.DataFrame:
@@ -122,6 +132,8 @@ def validate(frame: pd.DataFrame, schema: TableSchema, path="<table>") -> pd.Dat
 def _first_bad(mask, series):
     row = int(np.flatnonzero(np.asarray(mask))[0])
     value = series.iloc[row]
+    if isinstance(value, np.generic):
+        value = value.item()  # report 'inf', not 'np.float64(inf)'
     if isinstance(value, float) and math.isnan(value):
         value = "NaN"
     return row, value
@@ -134,7 +146,16 @@ def _coerce(series, kind, column, path, required):
         row, _ = _first_bad(nulls, series)
         raise DataError(f"empty value; every row needs a {kind} {column}", path, column, row)
     if kind == "string":
-        return series.astype("string").str.strip() if not nulls.all() else series.astype("string")
+        if nulls.all():
+            return series.astype("string")
+        text = series.astype("string").str.strip()
+        blank = (text == "").fillna(False).to_numpy(dtype=bool)
+        if required and blank.any():  # "" in Parquet, or only whitespace in either format
+            row, value = _first_bad(blank, series)
+            raise DataError(
+                f"blank value; every row needs a non-empty {column}", path, column, row, value
+            )
+        return text
     if kind == "float":
         numbers = pd.to_numeric(series, errors="coerce")
         bad = numbers.isna().to_numpy() & ~nulls
@@ -145,17 +166,29 @@ def _coerce(series, kind, column, path, required):
         bad = ~np.isfinite(values) & ~nulls
         if bad.any():
             row, value = _first_bad(bad, series)
-            raise DataError("expected a finite number (not NaN or infinity)", path, column, row, value)
+            raise DataError(
+                "expected a finite number (not NaN or infinity)", path, column, row, value
+            )
         return pd.Series(values, dtype="float64")
     if kind == "bool":
         text = series.astype("string").str.strip().str.lower()
-        mapping = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False,
-                   "1.0": True, "0.0": False}
+        mapping = {
+            "1": True,
+            "0": False,
+            "true": True,
+            "false": False,
+            "yes": True,
+            "no": False,
+            "1.0": True,
+            "0.0": False,
+        }
         mapped = text.map(mapping)
         bad = mapped.isna().to_numpy() & ~nulls
         if bad.any():
             row, value = _first_bad(bad, series)
-            raise DataError("expected a boolean (1/0, true/false, yes/no)", path, column, row, value)
+            raise DataError(
+                "expected a boolean (1/0, true/false, yes/no)", path, column, row, value
+            )
         return mapped.astype("boolean")
     if kind == "timestamp":
         return _to_timestamps(series, column, path)
