@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import time
 
+from recsys.config import ConfigError
 from recsys.data import catalog as catalog_table
 from recsys.data import events as events_table
 from recsys.data import reviews as reviews_table
@@ -14,8 +16,15 @@ def synth(out, products, users, seed) -> int:
     """Writes the synthetic store into `out` and prints its summary."""
     from recsys.data import synthetic
 
+    if pathlib.Path(out).exists():  # checked before generating; write_store would refuse too
+        raise ConfigError(
+            f"--out {out} already exists; choose a new folder (synth never overwrites)"
+        )
     start = time.perf_counter()
-    store = synthetic.generate(products=products, users=users, seed=seed)
+    try:
+        store = synthetic.generate(products=products, users=users, seed=seed)
+    except ValueError as e:
+        raise ConfigError(f"recsys data synth: {e}") from None
     synthetic.write_store(store, out)
     summary = store.summary()
     print(f"Wrote the synthetic store to {out} in {time.perf_counter() - start:.1f} s")

@@ -183,10 +183,42 @@ def _build(cls, values, prefix):
         raise ConfigError(
             f"Unknown key(s) {[f'{prefix}.{k}' for k in unknown]}; "
             f"`{prefix}` accepts {sorted(names)}.")
+    values = {k: _check_type(f"{prefix}.{k}", names[k].type, v) for k, v in values.items()}
     try:
         return cls(**values)
     except TypeError as e:
         raise ConfigError(f"Bad value in `{prefix}`: {e}") from None
+
+
+# Python types accepted for each annotation used by the section dataclasses (YAML gives ints
+# for whole numbers and lists for sequences).
+_ACCEPTED = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+             "tuple": (list, tuple)}
+_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+          "tuple": "a list", "None": "null"}
+# PyYAML follows YAML 1.1, which reads `3e-4` (no dot) as a string; accept it for numbers.
+_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _check_type(field, annotation, value):
+    """Returns `value` if it fits the (string) annotation, e.g. "int | None"; else ConfigError.
+
+    >>> _check_type("train.learning_rate", "float", "3e-4")
+    0.0003
+    """
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return value
+    if "float" in kinds and isinstance(value, str) and _EXPONENT.match(value.strip()):
+        return float(value)
+    for kind in kinds:
+        if kind not in _ACCEPTED and kind != "None":
+            return value  # not a plain type: left to __post_init__
+        accepted = _ACCEPTED.get(kind, ())
+        if isinstance(value, accepted) and (kind == "bool" or not isinstance(value, bool)):
+            return value
+    expected = " or ".join(_WORDS[k] for k in kinds)
+    raise ConfigError(f"`{field}` must be {expected}. Received: {value!r}")
 
 
 def from_dict(values: dict) -> RunConfig:

@@ -74,6 +74,8 @@ def resolve(root, name, version=None) -> pathlib.Path:
         raise StoreError(f"No model {name!r} in the store {root}; known: {sorted(list_models(root))}.")
     if version is None:
         version = found[-1]
+    if not str(version).isdecimal():
+        raise StoreError(f"A version is a positive integer. Received: {version!r}.")
     if int(version) not in found:
         raise StoreError(f"Model {name!r} has no version {version}; versions: {found}.")
     return pathlib.Path(root) / name / str(int(version))
@@ -97,9 +99,12 @@ def resolve_path(path) -> pathlib.Path:
 def read_card(version_dir) -> dict:
     path = pathlib.Path(version_dir) / MODEL_CARD
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StoreError(f"Unreadable model card {path}: {e}") from None
+    if not isinstance(card, dict):
+        raise StoreError(f"Unreadable model card {path}: expected a JSON object.")
+    return card
 
 
 def publish(root, name, write) -> pathlib.Path:
@@ -144,10 +149,12 @@ def print_models(root) -> int:
             except StoreError as e:
                 print(f"{name:<20} {version:>7}  (unreadable card: {e})")
                 continue
+            headline = card.get("headline_metrics")
             metrics = ", ".join(
                 f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in (card.get("headline_metrics") or {}).items()
+                for k, v in (headline.items() if isinstance(headline, dict) else ())
             )
-            created = str(card.get("created_at", ""))[:19]
-            print(f"{name:<20} {version:>7}  {card.get('task', '?'):<20} {created:<20} {metrics}")
+            created = str(card.get("created_at") or "")[:19]
+            task = str(card.get("task") or "?")
+            print(f"{name:<20} {version:>7}  {task:<20} {created:<20} {metrics}")
     return 0

@@ -50,8 +50,7 @@ def _load_tables(config):
         if data.path:
             store = synthetic.load_store_dir(data.path)
         else:
-            store = synthetic.generate(products=data.products, users=data.users, seed=config.train.seed,
-                                       events_target=max(1000, data.users * 33))
+            store = synthetic.generate(products=data.products, users=data.users, seed=config.train.seed)
         return store.catalog, store.events, store.truth, store.bayes_optimal_auc()
     if data.source == "events":
         from recsys.data.catalog import load_catalog

@@ -44,11 +44,11 @@ def _callbacks(run_dir, monitor, mode, patience, verbose):
 
 def run(config_path, overrides=(), store="saved_models", run_dir=None, export=True) -> int:
     """Trains, evaluates and (optionally) publishes; returns the process exit code."""
+    config = load_config(config_path, overrides)  # bad configs fail before TensorFlow loads
     import keras
 
     from training import distribute, tasks
 
-    config = load_config(config_path, overrides)
     logger.info("Config: %s", config.to_dict())
     run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / config.name)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -111,18 +111,24 @@ class SyntheticStore:
         }
 
 
-def generate(products=2000, users=3000, seed=0, events_target=100_000) -> SyntheticStore:
+EVENTS_PER_USER = 100_000 / 3000
+
+
+def generate(products=2000, users=3000, seed=0, events_target=None) -> SyntheticStore:
     """Generates a synthetic store; the same arguments always give identical tables.
 
     Args:
         products: int. Catalog size; at least one per category (12).
         users: int. Number of shoppers; each has at least one session.
         seed: int. Random seed (>= 0).
-        events_target: int. About how many events to simulate (>= users).
+        events_target: int or None. About how many events to simulate (>= users); by
+            default about 33 per user (100,000 for the default 3,000 users).
 
     Raises:
         ValueError: an argument is out of range.
     """
+    if events_target is None and isinstance(users, int):
+        events_target = max(int(round(users * EVENTS_PER_USER)), users)
     _check_args(products, users, seed, events_target)
     hidden, catalog, events, reviews, truth = sim.build(products, users, seed, events_target)
     store = SyntheticStore(

@@ -1,0 +1,109 @@
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from recsys.backbones import tiny_bert
+from recsys.data import buy_pairs
+from recsys.heads import BuyProbabilityHead, MaskedMeanPooling
+from recsys.tasks import buy_probability as bp
+
+
+def test_head_config_round_trip():
+    head = BuyProbabilityHead(hidden_dim=4, dropout=0.2, name="buy")
+    assert BuyProbabilityHead.from_config(head.get_config()).get_config() == head.get_config()
+
+
+def test_pooling_ignores_masked_positions():
+    sequence = np.array([[[1.0, 0.0], [0.0, 100.0]]])
+    pooled = np.asarray(MaskedMeanPooling(normalize=False)(sequence, np.array([[1, 0]])))
+    np.testing.assert_allclose(pooled, [[1.0, 0.0]])
+
+
+def test_history_features_count_recency_and_category():
+    context = tf.constant(["query: mug ; Cap | hats ; Mug | kitchen ; Cap | hats", ""])
+    product = tf.constant(["Cap | hats | Acme | low", "Cap | hats"])
+    features = bp.history_features(context, product).numpy()
+    assert features.shape == (2, bp.NUM_FEATURES)
+    np.testing.assert_allclose(features[0], [np.log1p(2), 1.0, 2 / 3, np.log1p(3)], rtol=1e-5)
+    np.testing.assert_allclose(features[1], [0.0, 0.0, 0.0, 0.0])
+
+
+def test_preprocessor_outputs_int32_masks_and_fixed_lengths():
+    _, text_pre = tiny_bert(sequence_length=16)
+    pre = bp.BuyProbabilityPreprocessor(text_pre.tokenizer, 16, 8)
+    x = pre({"context": ["red cap | hats"], "product": ["blue mug | kitchen"]})
+    assert x["context"]["padding_mask"].dtype == tf.int32
+    assert x["product"]["token_ids"].shape == (1, 8)
+    assert x["context"]["token_ids"].shape == (1, 16)
+    assert pre.get_config()["product_length"] == 8
+
+
+def test_a_few_steps_reduce_the_loss():
+    import keras
+
+    from recsys.objectives import compile_kwargs
+
+    keras.utils.set_random_seed(0)
+    backbone, text_pre = tiny_bert(sequence_length=16, hidden_dim=8)
+    pre = bp.BuyProbabilityPreprocessor(text_pre.tokenizer, 16, 8)
+    model = bp.build_model(backbone, hidden_dim=8)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), **compile_kwargs(bp.objectives()))
+    contexts = ["red cap | hats", "blue mug | kitchen"] * 16
+    products = ["red cap | hats", "green hat | hats"] * 16
+    labels = np.array([1.0, 0.0] * 16, dtype="float32")[:, None]
+    x = pre({"context": contexts, "product": products})
+    history = model.fit(x, {"buy_logit": labels}, epochs=8, batch_size=32, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0] * 0.9
+
+
+def _events(rows):
+    frame = pd.DataFrame(rows, columns=["user_id", "product_id", "event", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
+
+
+def test_pairs_context_uses_only_events_before_the_candidate_session():
+    catalog = pd.DataFrame({"product_id": list("abcd"), "title": ["A", "B", "C", "D"],
+                            "category": ["x", "y", "x", "y"]})
+    events = _events([
+        ("u", "a", "purchase", "2024-01-01 10:00"),
+        ("u", "b", "view", "2024-01-02 10:00"),
+        ("u", "b", "purchase", "2024-01-02 10:10"),
+        ("u", "c", "purchase", "2024-01-05 10:00"),
+        ("u", "d", "view", "2024-02-01 10:00"),
+    ])
+    pairs = buy_pairs.build_pairs(events, catalog, negatives=2, history_length=10, seed=0)
+    for row in pairs.itertuples():
+        earlier = events[events["timestamp"] < row.timestamp - buy_pairs.SESSION_GAP]
+        allowed = {f"{t} | {c}" for t, c in zip(
+            catalog.set_index("product_id").loc[earlier["product_id"], "title"],
+            catalog.set_index("product_id").loc[earlier["product_id"], "category"], strict=True)}
+        items = [s for s in row.context.split(" ; ") if s]
+        assert set(items) <= allowed, (row, items)
+    purchase_b = pairs[(pairs["product_id"] == "b") & (pairs["label"] == 1)].iloc[0]
+    assert purchase_b["context"] == "A | x"  # the same-session view of b is not in the context
+    assert set(pairs.loc[pairs["label"] == 1, "product_id"]) == {"a", "b", "c"}
+    assert not ((pairs["label"] == 0) & pairs["product_id"].isin(["a", "b", "c"])).any()
+
+
+def test_pairs_on_the_synthetic_store_never_leak_future_events(tiny_store):
+    pairs = buy_pairs.build_pairs(tiny_store.events, tiny_store.catalog, negatives=2,
+                                  history_length=5, seed=1)
+    index = buy_pairs.HistoryIndex(tiny_store.events, buy_pairs.catalog_texts(tiny_store.catalog)[0])
+    sample = pairs.sample(50, random_state=0)
+    for row in sample.itertuples():
+        cutoff = row.timestamp - buy_pairs.SESSION_GAP
+        history = index.history(row.user_id, cutoff, 5)
+        user_events = tiny_store.events[(tiny_store.events["user_id"] == row.user_id)
+                                        & (tiny_store.events["timestamp"] < cutoff)]
+        assert history == list(user_events["product_id"].iloc[::-1][:5])
+    assert pairs["timestamp"].is_monotonic_increasing
+    assert 0.2 < pairs["label"].mean() < 0.5
+
+
+def test_pairs_refuse_events_without_purchases():
+    catalog = pd.DataFrame({"product_id": ["a"], "title": ["A"], "category": ["x"]})
+    events = _events([("u", "a", "view", "2024-01-01")])
+    with pytest.raises(ValueError, match="no purchases"):
+        buy_pairs.build_pairs(events, catalog)

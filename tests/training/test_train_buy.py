@@ -1,0 +1,106 @@
+"""End-to-end: `recsys train` on a tiny config, the store, and the exported SavedModel."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from recsys import store
+from recsys.cli import main
+from tests.conftest import tiny_buy_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_store_dir):
+    tmp = tmp_path_factory.mktemp("train")
+    config = tiny_buy_config(tmp / "buy.yaml", store_dir=tiny_store_dir)
+    code = main(["train", str(config), "--store", str(tmp / "store"), "--run-dir", str(tmp / "run")])
+    assert code == 0
+    return tmp
+
+
+def test_train_publishes_a_version_with_report_and_plots(trained):
+    assert store.versions(trained / "store", "buy") == [1]
+    card = store.read_card(trained / "store" / "buy" / "1")
+    assert card["task"] == "buy_probability"
+    assert set(card["signatures"]) == {"score", "score_catalog"}
+    assert 0.0 <= card["headline_metrics"]["roc_auc"] <= 1.0
+    assert "bayes_optimal_auc" in card["headline_metrics"]
+    report = json.loads((trained / "run" / "report.json").read_text())
+    assert report["training"]["epochs_run"] >= 1
+    for name in ("roc.png", "calibration.png", "training_curves.png", "training_log.csv"):
+        assert (trained / "run" / name).stat().st_size > 0
+    assert (trained / "store" / "buy" / "1" / "catalog.parquet").is_file()
+
+
+def test_a_second_run_publishes_the_next_version(trained, tiny_store_dir):
+    config = tiny_buy_config(trained / "buy2.yaml", store_dir=tiny_store_dir, epochs=1)
+    assert main(["train", str(config), "--store", str(trained / "store"),
+                 "--run-dir", str(trained / "run2")]) == 0
+    assert store.versions(trained / "store", "buy") == [1, 2]
+
+
+_FRESH = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # registers the tokenizer ops
+model = tf.saved_model.load(sys.argv[1])
+contexts = json.loads(sys.argv[2]); products = json.loads(sys.argv[3])
+out = model.signatures["score"](context=tf.constant(contexts), product=tf.constant(products))
+cat = model.signatures["score_catalog"](history=tf.constant(json.loads(sys.argv[4])),
+    candidates=tf.constant(json.loads(sys.argv[5])), query=tf.constant(""))
+print(json.dumps({"score": out["probability"].numpy().tolist(),
+                  "catalog": [None if p != p else p for p in cat["probability"].numpy().tolist()],
+                  "known": cat["known"].numpy().tolist(),
+                  "modules": sorted(m for m in sys.modules if m.startswith(("keras", "recsys")))}))
+"""
+
+
+def test_saved_model_in_a_fresh_process_matches_keras(tiny_store, tmp_path):
+    import keras
+
+    from recsys.backbones import tiny_bert
+    from recsys.data.buy_pairs import catalog_texts
+    from recsys.tasks import buy_probability as bp
+    from recsys.tasks import buy_probability_export
+
+    keras.utils.set_random_seed(3)
+    backbone, text_pre = tiny_bert(sequence_length=32, hidden_dim=8)
+    pre = bp.BuyProbabilityPreprocessor(text_pre.tokenizer, 32, 16)
+    model = bp.build_model(backbone, hidden_dim=8)
+    catalog = tiny_store.catalog
+    buy_probability_export.export(model, pre, catalog, tmp_path / "m", history_length=4)
+
+    items, products = catalog_texts(catalog)
+    history = list(catalog["product_id"][:3])
+    candidates = list(catalog["product_id"][2:7])
+    context = bp.context_text([items[p] for p in history])
+    pairs = {"context": [context] * len(candidates), "product": [products[p] for p in candidates]}
+    expected = 1 / (1 + np.exp(-model(pre(pairs))["buy_logit"].numpy().reshape(-1)))
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH, str(tmp_path / "m"), json.dumps(pairs["context"]),
+         json.dumps(pairs["product"]), json.dumps(history), json.dumps(candidates + ["nope"])],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["score"], expected, atol=1e-5)
+    np.testing.assert_allclose(result["catalog"][:-1], expected, atol=1e-5)
+    assert result["known"] == [True] * len(candidates) + [False]
+    assert result["catalog"][-1] is None
+    assert not [m for m in result["modules"] if m.startswith(("keras_hub", "recsys"))]
+
+
+def test_models_command_lists_the_published_version(trained, capsys):
+    assert main(["models", "--store", str(trained / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "buy" in out and "buy_probability" in out and "roc_auc=" in out
+
+
+def test_bad_config_value_exits_2_naming_the_key(tmp_path, capsys):
+    config = tiny_buy_config(tmp_path / "buy.yaml")
+    assert main(["train", str(config), "--set", "train.epochs=0", "--store", str(tmp_path)]) == 2
+    assert "train.epochs" in capsys.readouterr().err
+    assert main(["train", str(config), "--set", "model.bogus=1", "--store", str(tmp_path)]) == 2
+    assert "model.bogus" in capsys.readouterr().err
