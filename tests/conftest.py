@@ -31,7 +31,7 @@ def tiny_store_dir(tmp_path_factory, tiny_store):
     return path
 
 
-def tiny_buy_config(path, store_dir=None, **train):
+def tiny_buy_config(path, store_dir=None, model=None, **train):
     """Writes a tiny buy-probability YAML config; returns its path."""
     import yaml
 
@@ -41,7 +41,8 @@ def tiny_buy_config(path, store_dir=None, **train):
         "data": {"source": "synthetic", "products": 60, "users": 40, "negatives": 2,
                  "history_length": 4},
         "backbone": TINY_BERT,
-        "model": {"sequence_length": 32, "product_sequence_length": 16, "hidden_dim": 8},
+        "model": {"sequence_length": 32, "product_sequence_length": 16, "hidden_dim": 8,
+              **(model or {})},
         "train": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, **train},
     }
     if store_dir is not None:

@@ -13,6 +13,7 @@ from recsys.data import buy_pairs
 from recsys.data.errors import DataError
 from recsys.export import fingerprint
 from recsys.report import plot_calibration, plot_roc
+from recsys.tasks.buy_probability import history_features
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class BuyData:
     events: pd.DataFrame
     truth: pd.DataFrame | None = None
     bayes_optimal_auc: float | None = None
+    product_counts: tuple = ()
+    embeddings: dict = dataclasses.field(default_factory=dict)  # frozen mode: text -> vector
 
     @property
     def train_size(self):
@@ -79,6 +82,9 @@ def prepare(config) -> BuyData:
     )
     train, validation, test = buy_pairs.time_split(
         pairs, config.data.validation_fraction, config.data.test_fraction)
+    # Product popularity from the training period only, so validation and test do not leak.
+    cutoff = validation["timestamp"].min() if len(validation) else test["timestamp"].min()
+    counts = buy_pairs.product_counts(events, catalog, before=cutoff)
     if truth is not None:
         index = buy_pairs.HistoryIndex(events, buy_pairs.catalog_texts(catalog)[0])
         _, products = buy_pairs.catalog_texts(catalog)
@@ -87,7 +93,7 @@ def prepare(config) -> BuyData:
                      for u, t in zip(truth["user_id"], truth["timestamp"], strict=True)],
             product=truth["product_id"].map(products),
         )
-    return BuyData(train, validation, test, catalog, events, truth, bayes)
+    return BuyData(train, validation, test, catalog, events, truth, bayes, counts)
 
 
 def build(config, data):
@@ -98,11 +104,53 @@ def build(config, data):
         config.backbone, config.model.sequence_length, lora_rank=config.model.lora_rank)
     preprocessor = buy_probability.BuyProbabilityPreprocessor(
         text_preprocessor.tokenizer, config.model.sequence_length,
-        min(config.model.product_sequence_length, config.model.sequence_length))
+        min(config.model.product_sequence_length, config.model.sequence_length),
+        product_stats=buy_probability.ProductStats(*data.product_counts))
     model = buy_probability.build_model(
         backbone, hidden_dim=config.model.hidden_dim, dropout=config.model.dropout,
         freeze_backbone=config.model.freeze_backbone)
     return model, preprocessor
+
+
+def training_model(model, config):
+    """The model `fit` trains: the whole model, or the head alone on cached embeddings."""
+    if not config.model.freeze_backbone:
+        return model
+    import keras
+
+    from recsys.tasks.buy_probability import NUM_FEATURES, OUTPUT
+
+    dim = model.get_layer("text_encoder").backbone.hidden_dim
+    inputs = {"user": keras.Input((dim,), name="user"),
+              "product": keras.Input((dim,), name="product"),
+              "features": keras.Input((NUM_FEATURES,), name="features")}
+    logit = model.get_layer("buy_head")(inputs["user"], inputs["product"], inputs["features"])
+    return keras.Model(inputs, {OUTPUT: logit}, name="buy_head_only")
+
+
+def _cached_inputs(data, frame, preprocessor, model):
+    """Frozen backbone: each distinct context and product text is encoded once."""
+    import tensorflow as tf
+
+    encoder = model.get_layer("text_encoder")
+    for field, column in (("context", "context"), ("product", "product")):
+        cache = data.embeddings.setdefault(field, {})
+        missing = sorted(set(frame[column]) - set(cache))
+        if missing:
+            logger.info("Encoding %d %s texts with the frozen backbone", len(missing), field)
+            encode = tf.function(lambda t, f=field: encoder(preprocessor.encode_text(f, t), training=False))
+            for start in range(0, len(missing), 256):
+                chunk = missing[start:start + 256]
+                cache.update(zip(chunk, encode(tf.constant(chunk)).numpy(), strict=True))
+    features = []
+    for start in range(0, len(frame), 4096):
+        part = frame.iloc[start:start + 4096]
+        features.append(history_features(tf.constant(part["context"].tolist()),
+                                          tf.constant(part["product"].tolist()),
+                                          preprocessor.product_stats).numpy())
+    return {"user": np.stack([data.embeddings["context"][t] for t in frame["context"]]),
+            "product": np.stack([data.embeddings["product"][t] for t in frame["product"]]),
+            "features": np.concatenate(features)}
 
 
 def objectives(config, data):
@@ -120,10 +168,18 @@ def _frame(data, split):
             "truth": data.truth}[split]
 
 
-def dataset(data, split, preprocessor, batch_size, config, training=False, labels=True):
+def dataset(data, split, preprocessor, batch_size, config, training=False, labels=True, model=None):
     import tensorflow as tf
 
     frame = _frame(data, split)
+    if config.model.freeze_backbone:
+        inputs = _cached_inputs(data, frame, preprocessor, model)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (inputs, {"buy_logit": frame["label"].to_numpy(dtype="float32")[:, None]}) if labels
+            else inputs)
+        if training:
+            ds = ds.shuffle(min(len(frame), 100_000), seed=config.train.seed)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     features = {"context": frame["context"].to_numpy(dtype=str), "product": frame["product"].to_numpy(dtype=str)}
     if labels:
         ds = tf.data.Dataset.from_tensor_slices(
@@ -141,8 +197,10 @@ def dataset(data, split, preprocessor, batch_size, config, training=False, label
 
 
 def predict(model, preprocessor, data, split, config):
-    ds = dataset(data, split, preprocessor, config.train.batch_size * 4, config, labels=False)
-    logits = model.predict(ds, verbose=0)["buy_logit"].reshape(-1)
+    ds = dataset(data, split, preprocessor, config.train.batch_size * 4, config, labels=False,
+                 model=model)
+    fit_model = training_model(model, config)
+    logits = fit_model.predict(ds, verbose=0)["buy_logit"].reshape(-1)
     return 1.0 / (1.0 + np.exp(-logits))
 
 

@@ -67,14 +67,16 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
         from recsys.objectives import compile_kwargs
         from training.optimization import make_optimizer
 
-        model.compile(optimizer=make_optimizer(config.train, steps * config.train.epochs),
+        fit_model = adapter.training_model(model, config)
+        fit_model.compile(optimizer=make_optimizer(config.train, steps * config.train.epochs),
                       **compile_kwargs(adapter.objectives(config, data)))
-    train_ds = adapter.dataset(data, "train", preprocessor, global_batch, config, training=True)
-    val_ds = adapter.dataset(data, "validation", preprocessor, global_batch, config, training=False)
+    train_ds = adapter.dataset(data, "train", preprocessor, global_batch, config, training=True,
+                               model=model)
+    val_ds = adapter.dataset(data, "validation", preprocessor, global_batch, config, model=model)
     verbose = 1 if sys.stdout.isatty() else 2
     monitor, mode = adapter.monitor(config)
     fit_started = time.perf_counter()
-    history = model.fit(
+    history = fit_model.fit(
         train_ds.repeat() if config.train.steps_per_epoch else train_ds,
         validation_data=val_ds,
         epochs=config.train.epochs,

@@ -15,7 +15,7 @@ Example:
 ...                         "category": ["kitchen", "hats", "hats"]})
 >>> pairs = build_pairs(events, catalog, negatives=1, seed=0)
 >>> pairs[["product_id", "label", "context"]].values.tolist()[:2]
-[['a', 1, ''], ['b', 1, 'Mug | kitchen']]
+[['a', 1, ''], ['b', 1, 'bought: Mug | kitchen']]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.schema import price_band
-from recsys.tasks.buy_probability import context_text, item_text, product_text
+from recsys.tasks.buy_probability import BOUGHT_PREFIX, context_text, item_text, product_text
 
 SESSION_GAP = pd.Timedelta(minutes=30)
 
@@ -39,7 +39,7 @@ def catalog_texts(catalog: pd.DataFrame):
     ):
         price = None if price is None or pd.isna(price) else float(price)
         brand = None if brand is None or pd.isna(brand) else brand
-        items[pid] = item_text(title, category)
+        items[pid] = item_text(title, category, brand)
         products[pid] = product_text(
             title, category, brand, price_band(price) if price is not None else None
         )
@@ -52,22 +52,37 @@ class HistoryIndex:
     def __init__(self, events: pd.DataFrame, item_texts: dict):
         events = events.sort_values("timestamp", kind="stable")
         self._item_texts = item_texts
-        self._times, self._products = {}, {}
+        self._times, self._products, self._bought = {}, {}, {}
         for user, group in events.groupby("user_id", sort=False):
             self._times[user] = group["timestamp"].to_numpy(dtype="datetime64[ns]")
             self._products[user] = group["product_id"].to_numpy()
+            self._bought[user] = (group["event"] == "purchase").to_numpy()
+
+    def _window(self, user, before, length):
+        times = self._times.get(user)
+        if times is None:
+            return slice(0, 0)
+        end = int(np.searchsorted(times, np.datetime64(before.tz_convert(None)), side="left"))
+        return slice(max(0, end - length), end)
 
     def history(self, user, before, length):
         """The user's last `length` product ids strictly before `before`, most recent first."""
-        times = self._times.get(user)
-        if times is None:
+        window = self._window(user, before, length)
+        return list(self._products.get(user, np.array([]))[window][::-1])
+
+    def history_events(self, user, before, length):
+        """Like `history`, as (product id, bought) pairs."""
+        window = self._window(user, before, length)
+        if user not in self._products:
             return []
-        end = int(np.searchsorted(times, np.datetime64(before.tz_convert(None)), side="left"))
-        return list(self._products[user][max(0, end - length) : end][::-1])
+        return list(zip(self._products[user][window][::-1], self._bought[user][window][::-1],
+                        strict=True))
 
     def context(self, user, before, length, query=None):
         items = [
-            self._item_texts[p] for p in self.history(user, before, length) if p in self._item_texts
+            (BOUGHT_PREFIX if bought else "") + self._item_texts[p]
+            for p, bought in self.history_events(user, before, length)
+            if p in self._item_texts
         ]
         return context_text(items, query=query)
 
@@ -157,3 +172,32 @@ def time_split(pairs, validation_fraction=0.1, test_fraction=0.1):
         pairs.iloc[n - n_val - n_test : n - n_test].reset_index(drop=True),
         pairs.iloc[n - n_test :].reset_index(drop=True),
     )
+
+
+def product_counts(events, catalog, before=None):
+    """Purchases, views and log price relative to the category median, per product text.
+
+    Counts use events before `before` when given. Products with identical text share one entry.
+
+    Returns:
+        `(texts, purchases, views, relative_price)` aligned lists for `ProductStats`.
+    """
+    if before is not None:
+        events = events[events["timestamp"] < before]
+    purchases = events[events["event"] == "purchase"]["product_id"].value_counts()
+    views = events[events["event"] != "purchase"]["product_id"].value_counts()
+    _, product_texts = catalog_texts(catalog)
+    relative = pd.Series(0.0, index=catalog["product_id"].to_numpy())
+    if "price" in catalog:
+        price = pd.to_numeric(catalog["price"], errors="coerce").to_numpy(dtype="float64")
+        median = catalog.assign(_p=price).groupby("category")["_p"].transform("median").to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.log(price / median)
+        relative[:] = np.where(np.isfinite(ratio), ratio, 0.0)
+    totals = {}
+    for pid, text in product_texts.items():
+        bought, seen, rel = totals.get(text, (0.0, 0.0, float(relative[pid])))
+        totals[text] = (bought + float(purchases.get(pid, 0)), seen + float(views.get(pid, 0)), rel)
+    texts = list(totals)
+    return (texts, [totals[t][0] for t in texts], [totals[t][1] for t in texts],
+            [totals[t][2] for t in texts])

@@ -27,22 +27,41 @@ from recsys.objectives import Objective
 ITEM_SEPARATOR = " ; "
 FIELD_SEPARATOR = " | "
 QUERY_PREFIX = "query: "
-NUM_FEATURES = 4
+BOUGHT_PREFIX = "bought: "
+PRICE_PREFIX = "price "
 OUTPUT = "buy_logit"
 TEXT_INPUTS = ("token_ids", "padding_mask", "segment_ids")
+FEATURE_NAMES = (
+    "log_times_in_history",
+    "log_times_bought",
+    "recency",
+    "category_share",
+    "bought_category",
+    "brand_share",
+    "bought_brand",
+    "log_history_length",
+    "log_product_purchases",
+    "product_conversion",
+    "log_relative_price",
+    "mean_title_overlap",
+    "max_title_overlap",
+)
+NUM_FEATURES = len(FEATURE_NAMES)
+_PRIOR_VIEWS = 10.0
 
 
 def _clean(text) -> str:
     return " ".join(str(text).replace(";", ",").replace("|", "/").split())
 
 
-def item_text(title, category) -> str:
-    """One history item as the context shows it.
+def item_text(title, category, brand=None, bought=False) -> str:
+    """One history item as the context shows it; purchases are marked.
 
-    >>> item_text("Red; shoe", "shoes")
-    'Red, shoe | shoes'
+    >>> item_text("Red; shoe", "shoes", "Acme", bought=True)
+    'bought: Red, shoe | shoes | Acme'
     """
-    return f"{_clean(title)}{FIELD_SEPARATOR}{_clean(category)}"
+    fields = [_clean(title), _clean(category)] + ([_clean(brand)] if brand else [])
+    return (BOUGHT_PREFIX if bought else "") + FIELD_SEPARATOR.join(fields)
 
 
 def context_text(items, query=None) -> str:
@@ -58,25 +77,60 @@ def context_text(items, query=None) -> str:
 def product_text(title, category, brand=None, band=None) -> str:
     """The product side: title, category, brand and price band.
 
-    >>> product_text("Mug", "kitchen", "Acme", "low")
-    'Mug | kitchen | Acme | low'
+    >>> product_text("Mug", "kitchen", "Acme", "low"), product_text("Mug", "kitchen", band="low")
+    ('Mug | kitchen | Acme | price low', 'Mug | kitchen | price low')
     """
-    fields = [_clean(title), _clean(category)]
-    fields += [_clean(v) for v in (brand, band) if v]
+    fields = [_clean(title), _clean(category)] + ([_clean(brand)] if brand else [])
+    fields += [f"{PRICE_PREFIX}{_clean(band)}"] if band else []
     return FIELD_SEPARATOR.join(fields)
 
 
-def history_features(context, product):
-    """History features from the raw strings, the same in training and serving.
+def _field(strings, index):
+    """Field `index` (0 title, 1 category, 2 brand) of `a | b | c` strings; "" when absent."""
+    parts = [r"([^|]*?)"] + [r"(?: \| ([^|]*?))?"] * 3
+    pattern = r"^" + "".join(parts) + r"(?: \|.*)?$"
+    return tf.strings.regex_replace(strings, pattern, f"\\{index + 1}")
 
-    Returns `[N, 4]` float32: log(1 + times the product's title is in the history),
-    recency of its latest occurrence (1 / (1 + position), 0 if absent), the share of history
-    items in the product's category, and log(1 + history length).
+
+def title_overlap(history_titles, product_title):
+    """Jaccard overlap of lowercase title words between each history item and the product.
+
+    Args:
+        history_titles: `[N, I]` string tensor (padding entries are ignored by the caller).
+        product_title: `[N]` string tensor.
 
     >>> import tensorflow as tf
-    >>> f = history_features(tf.constant(["a | x ; b | y ; a | x"]), tf.constant(["a | x | br"]))
-    >>> [round(float(v), 3) for v in f[0]]
-    [1.099, 1.0, 0.667, 1.386]
+    >>> title_overlap(tf.constant([["red wool hat", "blue mug"]]), tf.constant(["red hat"])).numpy()
+    array([[0.6666667, 0.       ]], dtype=float32)
+    """
+    sentinel = "\x00"
+    history = tf.strings.split(tf.strings.lower(history_titles)).to_tensor(default_value=sentinel)
+    product = tf.strings.split(tf.strings.lower(product_title)).to_tensor(default_value="\x01")
+    shared = tf.reduce_any(
+        tf.equal(history[:, :, :, None], product[:, None, None, :]), axis=-1)
+    shared = tf.reduce_sum(tf.cast(shared, tf.float32), axis=-1)
+    history_size = tf.reduce_sum(tf.cast(tf.not_equal(history, sentinel), tf.float32), axis=-1)
+    product_size = tf.reduce_sum(tf.cast(tf.not_equal(product, "\x01"), tf.float32), axis=-1)
+    union = history_size + product_size[:, None] - shared
+    return shared / tf.maximum(union, 1.0)
+
+
+def history_features(context, product, product_stats=None):
+    """History and product features from the raw strings, the same in training and serving.
+
+    Returns `[N, NUM_FEATURES]` float32 in the order of `FEATURE_NAMES`: how often the product's
+    title appears in the history and among purchases, how recently, the share of history items
+    in its category and of its brand, whether the user bought in that category or brand before,
+    the history length, the product's purchases, conversion rate and price relative to its
+    category's median in the training period (`product_stats(product) -> [N, 3]` purchases,
+    views, log relative price; zeros when not given), and the mean and max title-word overlap
+    between the product and the history items.
+
+    >>> import tensorflow as tf
+    >>> f = history_features(tf.constant(["bought: a | x | z ; b | y ; a | x"]),
+    ...                      tf.constant(["a | x | z | price low"]))
+    >>> [round(float(v), 3) for v in f[0][:8]]
+    [1.099, 0.693, 1.0, 0.667, 1.0, 0.333, 1.0, 1.386]
     """
     context = tf.convert_to_tensor(context)
     product = tf.convert_to_tensor(product)
@@ -86,23 +140,70 @@ def history_features(context, product):
         lambda s: tf.logical_not(tf.strings.regex_full_match(s, f"(?:{QUERY_PREFIX}.*)?")), items
     )
     items = tf.ragged.boolean_mask(items, is_item)
-    titles = tf.ragged.map_flat_values(tf.strings.regex_replace, items, r" \| .*$", "")
-    categories = tf.ragged.map_flat_values(
-        tf.strings.regex_replace, items, r"^[^|]*\| ([^|]*?)(?: \|.*)?$", r"\1"
-    )
-    product_title = tf.strings.regex_replace(product, r" \| .*$", "")
-    product_category = tf.strings.regex_replace(product, r"^[^|]*\| ([^|]*?)(?: \|.*)?$", r"\1")
+    bought = tf.ragged.map_flat_values(tf.strings.regex_full_match, items, f"{BOUGHT_PREFIX}.*")
+    plain = tf.ragged.map_flat_values(tf.strings.regex_replace, items, f"^{BOUGHT_PREFIX}", "")
     sentinel = "\x00"
-    titles = titles.to_tensor(default_value=sentinel)
-    categories = categories.to_tensor(default_value=sentinel)
-    same = tf.cast(tf.equal(titles, product_title[:, None]), tf.float32)
-    same_category = tf.cast(tf.equal(categories, product_category[:, None]), tf.float32)
+    fields = [tf.ragged.map_flat_values(_field, plain, i).to_tensor(default_value=sentinel) for i in range(3)]
+    bought = tf.cast(bought.to_tensor(default_value=False), tf.float32)
+    mine = [_field(product, i) for i in range(3)]
+    mine[2] = tf.where(tf.strings.regex_full_match(mine[2], f"{PRICE_PREFIX}.*"), "", mine[2])
+    same = [tf.cast(tf.equal(f, m[:, None]), tf.float32) for f, m in zip(fields, mine)]
+    has_brand = tf.cast(tf.strings.length(mine[2]) > 0, tf.float32)
+    same[2] = same[2] * has_brand[:, None]
     length = tf.cast(items.row_lengths(), tf.float32)
-    positions = tf.cast(tf.range(tf.shape(same)[1]), tf.float32)[None, :]
-    recency = tf.reduce_max(same / (1.0 + positions), axis=1)
-    count = tf.reduce_sum(same, axis=1)
-    share = tf.reduce_sum(same_category, axis=1) / tf.maximum(length, 1.0)
-    return tf.stack([tf.math.log1p(count), recency, share, tf.math.log1p(length)], axis=1)
+    valid = tf.cast(tf.not_equal(fields[0], sentinel), tf.float32)
+    overlap = title_overlap(tf.where(valid > 0, fields[0], ""), mine[0]) * valid
+    denominator = tf.maximum(length, 1.0)
+    positions = tf.cast(tf.range(tf.shape(same[0])[1]), tf.float32)[None, :]
+    if product_stats is None:
+        stats = tf.zeros([tf.shape(product)[0], 3], tf.float32)
+    else:
+        stats = product_stats(product)
+    return tf.stack([
+        tf.math.log1p(tf.reduce_sum(same[0], axis=1)),
+        tf.math.log1p(tf.reduce_sum(same[0] * bought, axis=1)),
+        tf.reduce_max(same[0] / (1.0 + positions), axis=1),
+        tf.reduce_sum(same[1], axis=1) / denominator,
+        tf.reduce_max(same[1] * bought, axis=1),
+        tf.reduce_sum(same[2], axis=1) / denominator,
+        tf.reduce_max(same[2] * bought, axis=1),
+        tf.math.log1p(length),
+        tf.math.log1p(stats[:, 0]),
+        (stats[:, 0] + 1.0) / (stats[:, 1] + _PRIOR_VIEWS),
+        stats[:, 2],
+        tf.reduce_sum(overlap, axis=1) / denominator,
+        tf.reduce_max(overlap, axis=1),
+    ], axis=1)
+
+
+class ProductStats(tf.Module):
+    """Training-period purchases, views and log relative price per product text, in the graph.
+
+    Unknown products (inline in a request) get zeros.
+
+    >>> import tensorflow as tf
+    >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5])
+    >>> stats(tf.constant(["a | x", "b | y"])).numpy().tolist()
+    [[3.0, 9.0, 0.5], [0.0, 0.0, 0.0]]
+    """
+
+    def __init__(self, texts, purchases, views, relative_price=None):
+        import numpy as np
+
+        super().__init__(name="product_stats")
+        if relative_price is None:
+            relative_price = np.zeros(len(texts))
+        values = np.stack([np.asarray(v, "float32") for v in (purchases, views, relative_price)], axis=1)
+        values = np.concatenate([values, np.zeros((1, 3), "float32")])
+        self.size = len(texts)
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(list(texts), tf.string), tf.range(len(texts), dtype=tf.int64)),
+            default_value=len(texts))
+        self.values = tf.Variable(values, trainable=False, name="product_stats")
+
+    def __call__(self, product):
+        return tf.gather(self.values, self.table.lookup(product))
 
 
 @keras.saving.register_keras_serializable(package="recsys")
@@ -113,13 +214,17 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
         tokenizer: a KerasHub BERT tokenizer.
         context_length: int. Tokens for the user context.
         product_length: int. Tokens for the product text.
+        product_stats: ProductStats or None. Training-period product counts (not serialised
+            in the config; they travel in the exported SavedModel).
     """
 
-    def __init__(self, tokenizer, context_length=64, product_length=32, **kwargs):
+    def __init__(self, tokenizer, context_length=64, product_length=32, product_stats=None,
+                 **kwargs):
         super().__init__(**kwargs)
         import keras_hub
 
         self.tokenizer = tokenizer
+        self.product_stats = product_stats
         self.context_length, self.product_length = context_length, product_length
         self._packers = {
             name: keras_hub.layers.MultiSegmentPacker(
@@ -147,7 +252,7 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
         return {
             "context": self.encode_text("context", context),
             "product": self.encode_text("product", product),
-            "features": history_features(context, product),
+            "features": history_features(context, product, self.product_stats),
         }
 
     def get_config(self):

@@ -1,9 +1,10 @@
 """The buy-probability SavedModel: `score` over raw text pairs and `score_catalog` over ids.
 
 `score(context, product)` maps paired raw strings to probabilities (also `serving_default`).
-`score_catalog(history, candidates, query)` takes one user's history as product ids (most
-recent first) and candidate product ids: the context is encoded once, catalog products use
-embeddings computed at export, and unknown candidates come back with `known = False`.
+`score_catalog(history, history_events, candidates, query)` takes one user's history as product
+ids (most recent first) with each interaction's event (`purchase` marks a purchase; anything
+else counts as a view) and candidate product ids: the context is encoded once, catalog products
+use embeddings computed at export, and unknown candidates come back with `known = False`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import tensorflow as tf
 from recsys import schema
 from recsys.data.buy_pairs import catalog_texts
 from recsys.export import embed_texts, string_table
-from recsys.tasks.buy_probability import ITEM_SEPARATOR, QUERY_PREFIX, history_features
+from recsys.tasks.buy_probability import (
+    BOUGHT_PREFIX,
+    ITEM_SEPARATOR,
+    QUERY_PREFIX,
+    history_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +37,7 @@ class BuyServingModule(tf.Module):
         self.encoder = model.get_layer("text_encoder")
         self.head = model.get_layer("buy_head")
         self.history_length = int(history_length)
+        self.product_stats = preprocessor.product_stats  # tracked here so it is saved
         ids = catalog["product_id"].astype(str).tolist()
         items, products = catalog_texts(catalog)
         product_texts = [products[i] for i in ids]
@@ -45,7 +52,8 @@ class BuyServingModule(tf.Module):
         logger.info("Embedded %d catalog products for export", len(ids))
 
     def _probability(self, context_embedding, product_embedding, context, product):
-        logits = self.head(context_embedding, product_embedding, history_features(context, product))
+        features = history_features(context, product, self.product_stats)
+        logits = self.head(context_embedding, product_embedding, features)
         return tf.sigmoid(tf.reshape(tf.cast(logits, tf.float32), [-1]))
 
     @tf.function(input_signature=[
@@ -61,13 +69,18 @@ class BuyServingModule(tf.Module):
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="history"),
+        tf.TensorSpec([None], tf.string, name="history_events"),
         tf.TensorSpec([None], tf.string, name="candidates"),
         tf.TensorSpec([], tf.string, name="query"),
     ])
-    def score_catalog(self, history, candidates, query):
-        rows = self.index.lookup(history[: self.history_length])
-        rows = tf.boolean_mask(rows, rows >= 0)
+    def score_catalog(self, history, history_events, candidates, query):
+        rows = self.index.lookup(history)
+        known_history = rows >= 0
+        bought = tf.equal(history_events, "purchase")
+        rows = tf.boolean_mask(rows, known_history)[: self.history_length]
+        bought = tf.boolean_mask(bought, known_history)[: self.history_length]
         items = tf.gather(self.item_texts, rows)
+        items = tf.where(bought, BOUGHT_PREFIX + items, items)
         query_item = tf.where(tf.strings.length(query) > 0, QUERY_PREFIX + query, "")
         parts = tf.concat([tf.reshape(query_item, [1]), items], axis=0)
         parts = tf.boolean_mask(parts, tf.strings.length(parts) > 0)
@@ -104,6 +117,7 @@ def export(model, preprocessor, catalog, export_dir, history_length):
         schema.SIGNATURE_SCORE: {"inputs": {"context": "string[N]", "product": "string[N]"},
                                  "outputs": {"probability": "float32[N]"}},
         schema.SIGNATURE_SCORE_CATALOG: {
-            "inputs": {"history": "string[L]", "candidates": "string[M]", "query": "string[]"},
+            "inputs": {"history": "string[L]", "history_events": "string[L]",
+                       "candidates": "string[M]", "query": "string[]"},
             "outputs": {"probability": "float32[M]", "known": "bool[M]"}},
     }

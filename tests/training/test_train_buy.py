@@ -49,7 +49,9 @@ import tensorflow_text  # registers the tokenizer ops
 model = tf.saved_model.load(sys.argv[1])
 contexts = json.loads(sys.argv[2]); products = json.loads(sys.argv[3])
 out = model.signatures["score"](context=tf.constant(contexts), product=tf.constant(products))
-cat = model.signatures["score_catalog"](history=tf.constant(json.loads(sys.argv[4])),
+history = json.loads(sys.argv[4])
+cat = model.signatures["score_catalog"](history=tf.constant(history),
+    history_events=tf.constant(["purchase"] + ["view"] * (len(history) - 1)),
     candidates=tf.constant(json.loads(sys.argv[5])), query=tf.constant(""))
 print(json.dumps({"score": out["probability"].numpy().tolist(),
                   "catalog": [None if p != p else p for p in cat["probability"].numpy().tolist()],
@@ -62,21 +64,23 @@ def test_saved_model_in_a_fresh_process_matches_keras(tiny_store, tmp_path):
     import keras
 
     from recsys.backbones import tiny_bert
-    from recsys.data.buy_pairs import catalog_texts
+    from recsys.data.buy_pairs import catalog_texts, product_counts
     from recsys.tasks import buy_probability as bp
     from recsys.tasks import buy_probability_export
 
     keras.utils.set_random_seed(3)
     backbone, text_pre = tiny_bert(sequence_length=32, hidden_dim=8)
-    pre = bp.BuyProbabilityPreprocessor(text_pre.tokenizer, 32, 16)
-    model = bp.build_model(backbone, hidden_dim=8)
     catalog = tiny_store.catalog
+    counts = product_counts(tiny_store.events, catalog)
+    pre = bp.BuyProbabilityPreprocessor(text_pre.tokenizer, 32, 16,
+                                        product_stats=bp.ProductStats(*counts))
+    model = bp.build_model(backbone, hidden_dim=8)
     buy_probability_export.export(model, pre, catalog, tmp_path / "m", history_length=4)
 
     items, products = catalog_texts(catalog)
     history = list(catalog["product_id"][:3])
     candidates = list(catalog["product_id"][2:7])
-    context = bp.context_text([items[p] for p in history])
+    context = bp.context_text(["bought: " + items[history[0]]] + [items[p] for p in history[1:]])
     pairs = {"context": [context] * len(candidates), "product": [products[p] for p in candidates]}
     expected = 1 / (1 + np.exp(-model(pre(pairs))["buy_logit"].numpy().reshape(-1)))
     out = subprocess.run(

@@ -21,12 +21,20 @@ def test_pooling_ignores_masked_positions():
 
 
 def test_history_features_count_recency_and_category():
-    context = tf.constant(["query: mug ; Cap | hats ; Mug | kitchen ; Cap | hats", ""])
-    product = tf.constant(["Cap | hats | Acme | low", "Cap | hats"])
-    features = bp.history_features(context, product).numpy()
-    assert features.shape == (2, bp.NUM_FEATURES)
-    np.testing.assert_allclose(features[0], [np.log1p(2), 1.0, 2 / 3, np.log1p(3)], rtol=1e-5)
-    np.testing.assert_allclose(features[1], [0.0, 0.0, 0.0, 0.0])
+    context = tf.constant([
+        "query: mug ; Cap | hats | Acme ; bought: Mug | kitchen | Acme ; bought: Cap | hats", ""])
+    product = tf.constant(["Cap | hats | Acme | price low", "Cap | hats"])
+    stats = bp.ProductStats(["Cap | hats | Acme | price low"], [4.0], [30.0], [-0.5])
+    features = dict(zip(bp.FEATURE_NAMES, bp.history_features(context, product, stats).numpy().T))
+    expected = {
+        "log_times_in_history": [np.log1p(2), 0], "log_times_bought": [np.log1p(1), 0],
+        "recency": [1.0, 0], "category_share": [2 / 3, 0], "bought_category": [1, 0],
+        "brand_share": [2 / 3, 0], "bought_brand": [1, 0], "log_history_length": [np.log1p(3), 0],
+        "log_product_purchases": [np.log1p(4), 0], "product_conversion": [5 / 40, 1 / 10], "log_relative_price": [-0.5, 0],
+        "mean_title_overlap": [2 / 3, 0], "max_title_overlap": [1, 0],
+    }
+    for name, values in expected.items():
+        np.testing.assert_allclose(features[name], values, rtol=1e-5, err_msg=name)
 
 
 def test_preprocessor_outputs_int32_masks_and_fixed_lengths():
@@ -76,13 +84,15 @@ def test_pairs_context_uses_only_events_before_the_candidate_session():
     pairs = buy_pairs.build_pairs(events, catalog, negatives=2, history_length=10, seed=0)
     for row in pairs.itertuples():
         earlier = events[events["timestamp"] < row.timestamp - buy_pairs.SESSION_GAP]
-        allowed = {f"{t} | {c}" for t, c in zip(
-            catalog.set_index("product_id").loc[earlier["product_id"], "title"],
-            catalog.set_index("product_id").loc[earlier["product_id"], "category"], strict=True)}
+        by_id = catalog.set_index("product_id")
+        allowed = {
+            ("bought: " if event == "purchase" else "") + f"{by_id.loc[p, 'title']} | {by_id.loc[p, 'category']}"
+            for p, event in zip(earlier["product_id"], earlier["event"], strict=True)
+        }
         items = [s for s in row.context.split(" ; ") if s]
         assert set(items) <= allowed, (row, items)
     purchase_b = pairs[(pairs["product_id"] == "b") & (pairs["label"] == 1)].iloc[0]
-    assert purchase_b["context"] == "A | x"  # the same-session view of b is not in the context
+    assert purchase_b["context"] == "bought: A | x"  # the same-session view of b is not in the context
     assert set(pairs.loc[pairs["label"] == 1, "product_id"]) == {"a", "b", "c"}
     assert not ((pairs["label"] == 0) & pairs["product_id"].isin(["a", "b", "c"])).any()
 
