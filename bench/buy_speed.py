@@ -45,10 +45,14 @@ def scoring_latency(model_dir, calls=200, candidates=20, seed=0):
         if i >= 10:
             timings.append((time.perf_counter() - started) * 1000)
     timings = np.array(timings)
-    return {"model": str(path), "candidates": candidates, "calls": calls,
-            "p50_ms": round(float(np.percentile(timings, 50)), 2),
-            "p90_ms": round(float(np.percentile(timings, 90)), 2),
-            "p99_ms": round(float(np.percentile(timings, 99)), 2)}
+    return {
+        "model": str(path),
+        "candidates": candidates,
+        "calls": calls,
+        "p50_ms": round(float(np.percentile(timings, 50)), 2),
+        "p90_ms": round(float(np.percentile(timings, 90)), 2),
+        "p99_ms": round(float(np.percentile(timings, 99)), 2),
+    }
 
 
 def training_throughput(steps=20, batch=32, context_length=64, product_length=24, seed=0):
@@ -63,8 +67,14 @@ def training_throughput(steps=20, batch=32, context_length=64, product_length=24
     from recsys.tasks import buy_probability as bp
 
     synth = synthetic.generate(seed=seed)
-    pairs = build_pairs(synth.events, synth.catalog, negatives=4, history_length=8, seed=seed,
-                        max_pairs=batch * (steps + 3))
+    pairs = build_pairs(
+        synth.events,
+        synth.catalog,
+        negatives=4,
+        history_length=8,
+        seed=seed,
+        max_pairs=batch * (steps + 3),
+    )
     labels = pairs["label"].to_numpy("float32")
     n = batch * (steps + 3)
     results = {}
@@ -74,24 +84,51 @@ def training_throughput(steps=20, batch=32, context_length=64, product_length=24
     pre = bp.BuyProbabilityPreprocessor(text_pre.tokenizer, context_length, product_length)
     model = bp.build_model(backbone, hidden_dim=128)
     model.compile(optimizer=keras.optimizers.AdamW(5e-5), **compile_kwargs(bp.objectives()))
-    ds = tf.data.Dataset.from_tensor_slices(
-        ({"context": pairs["context"].to_numpy(str)[:n], "product": pairs["product"].to_numpy(str)[:n]},
-         {"buy_logit": labels[:n, None]})).batch(batch).map(lambda x, y: (pre(x), y)).cache()
+    ds = (
+        tf.data.Dataset.from_tensor_slices(
+            (
+                {
+                    "context": pairs["context"].to_numpy(str)[:n],
+                    "product": pairs["product"].to_numpy(str)[:n],
+                },
+                {"buy_logit": labels[:n, None]},
+            )
+        )
+        .batch(batch)
+        .map(lambda x, y: (pre(x), y))
+        .cache()
+    )
     results["two_tower"] = _time_fit(model, ds, steps, batch)
 
     keras.utils.set_random_seed(seed)
     backbone, text_pre = backbones.resolve("minilm", context_length + product_length)
     classifier = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)
-    classifier.compile(optimizer=keras.optimizers.AdamW(5e-5),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    cross = tf.data.Dataset.from_tensor_slices(
-        ((pairs["context"].to_numpy(str)[:n], pairs["product"].to_numpy(str)[:n]), labels[:n].astype("int32"))
-    ).batch(batch).map(lambda x, y: (text_pre(x), y)).cache()
+    classifier.compile(
+        optimizer=keras.optimizers.AdamW(5e-5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    cross = (
+        tf.data.Dataset.from_tensor_slices(
+            (
+                (pairs["context"].to_numpy(str)[:n], pairs["product"].to_numpy(str)[:n]),
+                labels[:n].astype("int32"),
+            )
+        )
+        .batch(batch)
+        .map(lambda x, y: (text_pre(x), y))
+        .cache()
+    )
     results["bert_text_classifier"] = _time_fit(classifier, cross, steps, batch)
-    results["ratio"] = round(results["two_tower"]["examples_per_s"]
-                             / results["bert_text_classifier"]["examples_per_s"], 3)
-    results.update(batch=batch, context_length=context_length, product_length=product_length,
-                   cross_encoder_length=context_length + product_length)
+    results["ratio"] = round(
+        results["two_tower"]["examples_per_s"] / results["bert_text_classifier"]["examples_per_s"],
+        3,
+    )
+    results.update(
+        batch=batch,
+        context_length=context_length,
+        product_length=product_length,
+        cross_encoder_length=context_length + product_length,
+    )
     return results
 
 
@@ -100,8 +137,11 @@ def _time_fit(model, ds, steps, batch):
     started = time.perf_counter()
     model.fit(ds.skip(3).take(steps), epochs=1, verbose=0)
     seconds = time.perf_counter() - started
-    return {"steps": steps, "seconds": round(seconds, 2),
-            "examples_per_s": round(steps * batch / seconds, 2)}
+    return {
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "examples_per_s": round(steps * batch / seconds, 2),
+    }
 
 
 def main(argv=None):

@@ -30,8 +30,16 @@ OFFLINE_CHOICES = (
 )
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _MAPPING_KEYS = {
-    "family", "vocabulary", "num_layers", "num_heads", "hidden_dim", "intermediate_dim",
-    "dropout", "max_sequence_length", "vocabulary_size", "lowercase",
+    "family",
+    "vocabulary",
+    "num_layers",
+    "num_heads",
+    "hidden_dim",
+    "intermediate_dim",
+    "dropout",
+    "max_sequence_length",
+    "vocabulary_size",
+    "lowercase",
 }
 
 
@@ -89,7 +97,9 @@ def resolve(spec, sequence_length=128, lora_rank=None):
     elif isinstance(spec, str) and (pathlib.Path(spec).expanduser().is_dir() or "/" in spec):
         path = pathlib.Path(spec).expanduser()
         if not path.is_dir():
-            raise BackboneError(f"Backbone directory not found: {spec}. Expected {OFFLINE_CHOICES}.")
+            raise BackboneError(
+                f"Backbone directory not found: {spec}. Expected {OFFLINE_CHOICES}."
+            )
         backbone, preprocessor = _from_preset(str(path), sequence_length)
     elif isinstance(spec, str) and spec:
         backbone, preprocessor = _from_hub(spec, sequence_length)
@@ -131,7 +141,9 @@ def _from_preset(preset, sequence_length):
     try:
         backbone = keras_hub.models.Backbone.from_preset(preset)
     except FileNotFoundError as e:
-        raise BackboneError(f"{preset} is not a KerasHub or Hugging Face model folder: {e}") from None
+        raise BackboneError(
+            f"{preset} is not a KerasHub or Hugging Face model folder: {e}"
+        ) from None
     return backbone, _preprocessor_for(backbone, preset, sequence_length)
 
 
@@ -198,8 +210,13 @@ def tiny_bert(vocabulary=None, sequence_length=16, hidden_dim=4):
     >>> preprocessor(["red"])["token_ids"].shape
     TensorShape([1, 16])
     """
-    spec = {"family": "bert", "num_layers": 1, "num_heads": 1, "hidden_dim": hidden_dim,
-            "intermediate_dim": hidden_dim * 2}
+    spec = {
+        "family": "bert",
+        "num_layers": 1,
+        "num_heads": 1,
+        "hidden_dim": hidden_dim,
+        "intermediate_dim": hidden_dim * 2,
+    }
     if vocabulary is not None:
         spec["vocabulary"] = list(vocabulary)
     return resolve(spec, sequence_length=sequence_length)

@@ -56,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model from a YAML config and publish it")
     train.add_argument("config", help="YAML config (see training/configs/)")
-    train.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value (repeatable)",
+    )
     train.add_argument("--store", default=None, help="model store (default: ./saved_models)")
     train.add_argument("--run-dir", default=None, help="logs, checkpoints and report")
     train.add_argument("--no-export", action="store_true", help="train and evaluate only")
@@ -101,8 +107,13 @@ def _dispatch(args) -> int:
     if args.command == "train":
         from training import train
 
-        return train.run(args.config, args.overrides, store=args.store or default_store(),
-                         run_dir=args.run_dir, export=not args.no_export)
+        return train.run(
+            args.config,
+            args.overrides,
+            store=args.store or default_store(),
+            run_dir=args.run_dir,
+            export=not args.no_export,
+        )
     if args.command == "models":
         from recsys import store
 

@@ -22,8 +22,17 @@ from recsys.schema import TASKS
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-DATA_SOURCES = ("synthetic", "reviews", "pricerunner", "sasrec", "movielens", "events", "retail",
-                "unisrec", "table")
+DATA_SOURCES = (
+    "synthetic",
+    "reviews",
+    "pricerunner",
+    "sasrec",
+    "movielens",
+    "events",
+    "retail",
+    "unisrec",
+    "table",
+)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -55,7 +64,9 @@ class DataConfig:
 
     def __post_init__(self):
         if self.source not in DATA_SOURCES:
-            raise ConfigError(f"`data.source` must be one of {list(DATA_SOURCES)}. Received: {self.source!r}")
+            raise ConfigError(
+                f"`data.source` must be one of {list(DATA_SOURCES)}. Received: {self.source!r}"
+            )
         for name in ("products", "users", "history_length"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`data.{name}` must be > 0. Received: {getattr(self, name)}")
@@ -63,7 +74,9 @@ class DataConfig:
             raise ConfigError(f"`data.negatives` must be >= 0. Received: {self.negatives}")
         for name in ("validation_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, name) < 0.5:
-                raise ConfigError(f"`data.{name}` must lie in [0, 0.5). Received: {getattr(self, name)}")
+                raise ConfigError(
+                    f"`data.{name}` must lie in [0, 0.5). Received: {getattr(self, name)}"
+                )
         object.__setattr__(self, "text_columns", tuple(self.text_columns))
 
 
@@ -92,17 +105,20 @@ class ModelConfig:
     def __post_init__(self):
         if self.sequence_length <= 0:
             raise ConfigError(
-                f"`model.sequence_length` must be > 0. Received: {self.sequence_length}")
+                f"`model.sequence_length` must be > 0. Received: {self.sequence_length}"
+            )
         if self.lora_rank is not None and self.lora_rank <= 0:
             raise ConfigError(f"`model.lora_rank` must be > 0 or null. Received: {self.lora_rank}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"`model.dropout` must lie in [0, 1). Received: {self.dropout}")
         if self.loss not in ("softmax", "sampled_softmax"):
             raise ConfigError(
-                f"`model.loss` must be 'softmax' or 'sampled_softmax'. Received: {self.loss!r}")
+                f"`model.loss` must be 'softmax' or 'sampled_softmax'. Received: {self.loss!r}"
+            )
         if self.class_weights not in (None, "balanced"):
             raise ConfigError(
-                f"`model.class_weights` must be null or 'balanced'. Received: {self.class_weights!r}")
+                f"`model.class_weights` must be null or 'balanced'. Received: {self.class_weights!r}"
+            )
         object.__setattr__(self, "labels", tuple(self.labels))
 
 
@@ -125,10 +141,12 @@ class TrainConfig:
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ConfigError(
-                f"`train.strategy` must be one of {list(STRATEGIES)}. Received: {self.strategy!r}")
+                f"`train.strategy` must be one of {list(STRATEGIES)}. Received: {self.strategy!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
-                f"`train.precision` must be one of {list(PRECISIONS)}. Received: {self.precision!r}")
+                f"`train.precision` must be one of {list(PRECISIONS)}. Received: {self.precision!r}"
+            )
         for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`train.{name}` must be > 0. Received: {getattr(self, name)}")
@@ -136,10 +154,12 @@ class TrainConfig:
             raise ConfigError(f"`train.learning_rate` must be > 0. Received: {self.learning_rate}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(
-                f"`train.warmup_fraction` must lie in [0, 1). Received: {self.warmup_fraction}")
+                f"`train.warmup_fraction` must lie in [0, 1). Received: {self.warmup_fraction}"
+            )
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ConfigError(
-                f"`train.steps_per_epoch` must be > 0 or null. Received: {self.steps_per_epoch}")
+                f"`train.steps_per_epoch` must be > 0 or null. Received: {self.steps_per_epoch}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +179,13 @@ class RunConfig:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(
                 "`name` must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or "
-                f"digit. Received: {self.name!r}")
+                f"digit. Received: {self.name!r}"
+            )
         if not isinstance(self.backbone, (str, dict)):
             raise ConfigError(
                 "`backbone` must be a preset name, a directory, 'minilm' or a mapping. "
-                f"Received: {self.backbone!r}")
+                f"Received: {self.backbone!r}"
+            )
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -182,7 +204,8 @@ def _build(cls, values, prefix):
     if unknown:
         raise ConfigError(
             f"Unknown key(s) {[f'{prefix}.{k}' for k in unknown]}; "
-            f"`{prefix}` accepts {sorted(names)}.")
+            f"`{prefix}` accepts {sorted(names)}."
+        )
     values = {k: _check_type(f"{prefix}.{k}", names[k].type, v) for k, v in values.items()}
     try:
         return cls(**values)
@@ -192,10 +215,21 @@ def _build(cls, values, prefix):
 
 # Python types accepted for each annotation used by the section dataclasses (YAML gives ints
 # for whole numbers and lists for sequences).
-_ACCEPTED = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
-             "tuple": (list, tuple)}
-_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-          "tuple": "a list", "None": "null"}
+_ACCEPTED = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "tuple": (list, tuple),
+}
+_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "tuple": "a list",
+    "None": "null",
+}
 # PyYAML follows YAML 1.1, which reads `3e-4` (no dot) as a string; accept it for numbers.
 _EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 

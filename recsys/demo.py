@@ -38,19 +38,31 @@ def run(out="demo_out", serve=True, train=True) -> int:
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages()
-    store = stages.run("generate the synthetic store",
-                       lambda: synthetic.generate(products=2000, users=3000, seed=0))
-    stages.run("write the store", lambda: synthetic.write_store(store, out / "store", overwrite=True))
+    store = stages.run(
+        "generate the synthetic store",
+        lambda: synthetic.generate(products=2000, users=3000, seed=0),
+    )
+    stages.run(
+        "write the store", lambda: synthetic.write_store(store, out / "store", overwrite=True)
+    )
     summary = store.summary()
     print(json.dumps({k: v for k, v in summary.items() if k != "categories"}, indent=2))
     print(f"Categories: {', '.join(summary['categories'])}")
     if train:
         from training import train as training
 
-        config = pathlib.Path(__file__).resolve().parents[1] / "training" / "configs" / "buy_demo.yaml"
-        stages.run("train and export the buy model", lambda: training.run(
-            config, [f"data.path={out / 'store'}"], store=str(out / "saved_models"),
-            run_dir=out / "runs" / "buy"))
+        config = (
+            pathlib.Path(__file__).resolve().parents[1] / "training" / "configs" / "buy_demo.yaml"
+        )
+        stages.run(
+            "train and export the buy model",
+            lambda: training.run(
+                config,
+                [f"data.path={out / 'store'}"],
+                store=str(out / "saved_models"),
+                run_dir=out / "runs" / "buy",
+            ),
+        )
         _show_scores(out, store)
     print(f"\nNot yet: {NOT_YET}.")
     if serve:
@@ -73,7 +85,8 @@ def _show_scores(out, store):
     candidates = store.catalog["product_id"].sample(8, random_state=0).tolist()
     started = time.perf_counter()
     result = model.signatures["score_catalog"](
-        history=tf.constant(history), candidates=tf.constant(candidates), query=tf.constant(""))
+        history=tf.constant(history), candidates=tf.constant(candidates), query=tf.constant("")
+    )
     elapsed = (time.perf_counter() - started) * 1000
     print(f"\nUser {user} recently looked at:")
     for pid in history[:5]:

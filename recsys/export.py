@@ -36,8 +36,13 @@ def fingerprint(frame) -> str:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=pathlib.Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=pathlib.Path(__file__).parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -46,7 +51,7 @@ def git_commit() -> str | None:
 def write_model_card(export_dir, card: dict) -> dict:
     """Writes `model_card.json`, adding `created_at` and the git commit."""
     card = {
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         **card,
     }
@@ -67,7 +72,7 @@ def embed_texts(encode, texts, batch_size=256):
     """Runs `encode(tf.string batch) -> [B, D]` over `texts` in batches; returns float32 numpy."""
     chunks = []
     for start in range(0, len(texts), batch_size):
-        chunks.append(np.asarray(encode(tf.constant(texts[start:start + batch_size]))))
+        chunks.append(np.asarray(encode(tf.constant(texts[start : start + batch_size]))))
     return np.concatenate(chunks, axis=0).astype("float32")
 
 

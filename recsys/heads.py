@@ -56,7 +56,9 @@ class BuyProbabilityHead(keras.layers.Layer):
         super().__init__(**kwargs)
         self.hidden_dim, self.dropout = hidden_dim, dropout
         self._hidden = keras.layers.Dense(hidden_dim, activation="gelu", name="hidden")
-        self._hidden2 = keras.layers.Dense(max(hidden_dim // 2, 1), activation="gelu", name="hidden2")
+        self._hidden2 = keras.layers.Dense(
+            max(hidden_dim // 2, 1), activation="gelu", name="hidden2"
+        )
         self._drop = keras.layers.Dropout(dropout)
         self._logit = keras.layers.Dense(1, dtype="float32", name="logit")
 

@@ -46,7 +46,9 @@ def versions(root, name) -> list[int]:
     folder = pathlib.Path(root) / check_name(name)
     if not folder.is_dir():
         return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    return sorted(
+        int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+    )
 
 
 def list_models(root) -> dict:
@@ -71,7 +73,9 @@ def resolve(root, name, version=None) -> pathlib.Path:
     """
     found = versions(root, name)
     if not found:
-        raise StoreError(f"No model {name!r} in the store {root}; known: {sorted(list_models(root))}.")
+        raise StoreError(
+            f"No model {name!r} in the store {root}; known: {sorted(list_models(root))}."
+        )
     if version is None:
         version = found[-1]
     if not str(version).isdecimal():
@@ -87,7 +91,9 @@ def resolve_path(path) -> pathlib.Path:
     if (path / MODEL_CARD).is_file():
         return path
     if path.is_dir():
-        found = [int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / MODEL_CARD).is_file()]
+        found = [
+            int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / MODEL_CARD).is_file()
+        ]
         if found:
             return path / str(max(found))
     raise StoreError(

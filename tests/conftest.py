@@ -11,8 +11,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-TINY_BERT = {"family": "bert", "num_layers": 1, "num_heads": 1, "hidden_dim": 8,
-             "intermediate_dim": 16}
+TINY_BERT = {
+    "family": "bert",
+    "num_layers": 1,
+    "num_heads": 1,
+    "hidden_dim": 8,
+    "intermediate_dim": 16,
+}
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +43,20 @@ def tiny_buy_config(path, store_dir=None, model=None, **train):
     config = {
         "task": "buy_probability",
         "name": "buy",
-        "data": {"source": "synthetic", "products": 60, "users": 40, "negatives": 2,
-                 "history_length": 4},
+        "data": {
+            "source": "synthetic",
+            "products": 60,
+            "users": 40,
+            "negatives": 2,
+            "history_length": 4,
+        },
         "backbone": TINY_BERT,
-        "model": {"sequence_length": 32, "product_sequence_length": 16, "hidden_dim": 8,
-              **(model or {})},
+        "model": {
+            "sequence_length": 32,
+            "product_sequence_length": 16,
+            "hidden_dim": 8,
+            **(model or {}),
+        },
         "train": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, **train},
     }
     if store_dir is not None:

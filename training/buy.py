@@ -41,8 +41,10 @@ class BuyData:
         return fingerprint(self.events[["user_id", "product_id", "event"]])
 
     def describe(self):
-        return (f"{len(self.train)} train / {len(self.validation)} validation / {len(self.test)} "
-                f"test pairs, {len(self.catalog)} products, {self.events['user_id'].nunique()} users")
+        return (
+            f"{len(self.train)} train / {len(self.validation)} validation / {len(self.test)} "
+            f"test pairs, {len(self.catalog)} products, {self.events['user_id'].nunique()} users"
+        )
 
 
 def _load_tables(config):
@@ -53,7 +55,9 @@ def _load_tables(config):
         if data.path:
             store = synthetic.load_store_dir(data.path)
         else:
-            store = synthetic.generate(products=data.products, users=data.users, seed=config.train.seed)
+            store = synthetic.generate(
+                products=data.products, users=data.users, seed=config.train.seed
+            )
         return store.catalog, store.events, store.truth, store.bayes_optimal_auc()
     if data.source == "events":
         from recsys.data.catalog import load_catalog
@@ -69,19 +73,25 @@ def _load_tables(config):
         path = data.path or formats.shared_data_dir() / "online-retail" / "online_retail.csv.gz"
         catalog, events = formats.load_online_retail(path)
         return catalog, events, None, None
-    raise DataError(f"data.source {data.source!r} does not apply to buy_probability; "
-                    "use synthetic, events or retail")
+    raise DataError(
+        f"data.source {data.source!r} does not apply to buy_probability; "
+        "use synthetic, events or retail"
+    )
 
 
 def prepare(config) -> BuyData:
     catalog, events, truth, bayes = _load_tables(config)
     pairs = buy_pairs.build_pairs(
-        events, catalog, negatives=config.data.negatives,
-        history_length=config.data.history_length, seed=config.train.seed,
+        events,
+        catalog,
+        negatives=config.data.negatives,
+        history_length=config.data.history_length,
+        seed=config.train.seed,
         max_pairs=config.data.max_pairs,
     )
     train, validation, test = buy_pairs.time_split(
-        pairs, config.data.validation_fraction, config.data.test_fraction)
+        pairs, config.data.validation_fraction, config.data.test_fraction
+    )
     # Product popularity from the training period only, so validation and test do not leak.
     cutoff = validation["timestamp"].min() if len(validation) else test["timestamp"].min()
     counts = buy_pairs.product_counts(events, catalog, before=cutoff)
@@ -89,8 +99,10 @@ def prepare(config) -> BuyData:
         index = buy_pairs.HistoryIndex(events, buy_pairs.catalog_texts(catalog)[0])
         _, products = buy_pairs.catalog_texts(catalog)
         truth = truth.assign(
-            context=[index.context(u, t, config.data.history_length)
-                     for u, t in zip(truth["user_id"], truth["timestamp"], strict=True)],
+            context=[
+                index.context(u, t, config.data.history_length)
+                for u, t in zip(truth["user_id"], truth["timestamp"], strict=True)
+            ],
             product=truth["product_id"].map(products),
         )
     return BuyData(train, validation, test, catalog, events, truth, bayes, counts)
@@ -101,14 +113,20 @@ def build(config, data):
     from recsys.tasks import buy_probability
 
     backbone, text_preprocessor = backbones.resolve(
-        config.backbone, config.model.sequence_length, lora_rank=config.model.lora_rank)
+        config.backbone, config.model.sequence_length, lora_rank=config.model.lora_rank
+    )
     preprocessor = buy_probability.BuyProbabilityPreprocessor(
-        text_preprocessor.tokenizer, config.model.sequence_length,
+        text_preprocessor.tokenizer,
+        config.model.sequence_length,
         min(config.model.product_sequence_length, config.model.sequence_length),
-        product_stats=buy_probability.ProductStats(*data.product_counts))
+        product_stats=buy_probability.ProductStats(*data.product_counts),
+    )
     model = buy_probability.build_model(
-        backbone, hidden_dim=config.model.hidden_dim, dropout=config.model.dropout,
-        freeze_backbone=config.model.freeze_backbone)
+        backbone,
+        hidden_dim=config.model.hidden_dim,
+        dropout=config.model.dropout,
+        freeze_backbone=config.model.freeze_backbone,
+    )
     return model, preprocessor
 
 
@@ -121,9 +139,11 @@ def training_model(model, config):
     from recsys.tasks.buy_probability import NUM_FEATURES, OUTPUT
 
     dim = model.get_layer("text_encoder").backbone.hidden_dim
-    inputs = {"user": keras.Input((dim,), name="user"),
-              "product": keras.Input((dim,), name="product"),
-              "features": keras.Input((NUM_FEATURES,), name="features")}
+    inputs = {
+        "user": keras.Input((dim,), name="user"),
+        "product": keras.Input((dim,), name="product"),
+        "features": keras.Input((NUM_FEATURES,), name="features"),
+    }
     logit = model.get_layer("buy_head")(inputs["user"], inputs["product"], inputs["features"])
     return keras.Model(inputs, {OUTPUT: logit}, name="buy_head_only")
 
@@ -138,19 +158,27 @@ def _cached_inputs(data, frame, preprocessor, model):
         missing = sorted(set(frame[column]) - set(cache))
         if missing:
             logger.info("Encoding %d %s texts with the frozen backbone", len(missing), field)
-            encode = tf.function(lambda t, f=field: encoder(preprocessor.encode_text(f, t), training=False))
+            encode = tf.function(
+                lambda t, f=field: encoder(preprocessor.encode_text(f, t), training=False)
+            )
             for start in range(0, len(missing), 256):
-                chunk = missing[start:start + 256]
+                chunk = missing[start : start + 256]
                 cache.update(zip(chunk, encode(tf.constant(chunk)).numpy(), strict=True))
     features = []
     for start in range(0, len(frame), 4096):
-        part = frame.iloc[start:start + 4096]
-        features.append(history_features(tf.constant(part["context"].tolist()),
-                                          tf.constant(part["product"].tolist()),
-                                          preprocessor.product_stats).numpy())
-    return {"user": np.stack([data.embeddings["context"][t] for t in frame["context"]]),
-            "product": np.stack([data.embeddings["product"][t] for t in frame["product"]]),
-            "features": np.concatenate(features)}
+        part = frame.iloc[start : start + 4096]
+        features.append(
+            history_features(
+                tf.constant(part["context"].tolist()),
+                tf.constant(part["product"].tolist()),
+                preprocessor.product_stats,
+            ).numpy()
+        )
+    return {
+        "user": np.stack([data.embeddings["context"][t] for t in frame["context"]]),
+        "product": np.stack([data.embeddings["product"][t] for t in frame["product"]]),
+        "features": np.concatenate(features),
+    }
 
 
 def objectives(config, data):
@@ -164,8 +192,12 @@ def monitor(config):
 
 
 def _frame(data, split):
-    return {"train": data.train, "validation": data.validation, "test": data.test,
-            "truth": data.truth}[split]
+    return {
+        "train": data.train,
+        "validation": data.validation,
+        "test": data.test,
+        "truth": data.truth,
+    }[split]
 
 
 def dataset(data, split, preprocessor, batch_size, config, training=False, labels=True, model=None):
@@ -175,19 +207,27 @@ def dataset(data, split, preprocessor, batch_size, config, training=False, label
     if config.model.freeze_backbone:
         inputs = _cached_inputs(data, frame, preprocessor, model)
         ds = tf.data.Dataset.from_tensor_slices(
-            (inputs, {"buy_logit": frame["label"].to_numpy(dtype="float32")[:, None]}) if labels
-            else inputs)
+            (inputs, {"buy_logit": frame["label"].to_numpy(dtype="float32")[:, None]})
+            if labels
+            else inputs
+        )
         if training:
             ds = ds.shuffle(min(len(frame), 100_000), seed=config.train.seed)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    features = {"context": frame["context"].to_numpy(dtype=str), "product": frame["product"].to_numpy(dtype=str)}
+    features = {
+        "context": frame["context"].to_numpy(dtype=str),
+        "product": frame["product"].to_numpy(dtype=str),
+    }
     if labels:
         ds = tf.data.Dataset.from_tensor_slices(
-            (features, {"buy_logit": frame["label"].to_numpy(dtype="float32")[:, None]}))
+            (features, {"buy_logit": frame["label"].to_numpy(dtype="float32")[:, None]})
+        )
     else:
         ds = tf.data.Dataset.from_tensor_slices(features)
     if training:
-        ds = ds.shuffle(min(len(frame), 50_000), seed=config.train.seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(
+            min(len(frame), 50_000), seed=config.train.seed, reshuffle_each_iteration=True
+        )
     ds = ds.batch(batch_size)
     if labels:
         ds = ds.map(lambda x, y: (preprocessor(x), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -197,8 +237,9 @@ def dataset(data, split, preprocessor, batch_size, config, training=False, label
 
 
 def predict(model, preprocessor, data, split, config):
-    ds = dataset(data, split, preprocessor, config.train.batch_size * 4, config, labels=False,
-                 model=model)
+    ds = dataset(
+        data, split, preprocessor, config.train.batch_size * 4, config, labels=False, model=model
+    )
     fit_model = training_model(model, config)
     logits = fit_model.predict(ds, verbose=0)["buy_logit"].reshape(-1)
     return 1.0 / (1.0 + np.exp(-logits))
@@ -210,8 +251,11 @@ def evaluate(model, preprocessor, data, config, run_dir):
     test = metrics.binary_report(labels, probabilities, user_ids=data.test["user_id"].to_numpy())
     plot_roc(labels, probabilities, run_dir / "roc.png")
     plot_calibration(labels, probabilities, run_dir / "calibration.png")
-    headline = {"roc_auc": test["roc_auc"], "per_user_auc": test.get("per_user_auc"),
-                "ece": test["ece"]}
+    headline = {
+        "roc_auc": test["roc_auc"],
+        "per_user_auc": test.get("per_user_auc"),
+        "ece": test["ece"],
+    }
     report = {"task": "buy_probability", "test": test, "headline": headline}
     if data.truth is not None:
         truth_probs = predict(model, preprocessor, data, "truth", config)
@@ -232,7 +276,8 @@ def export(model, preprocessor, data, config, export_dir):
     from recsys.tasks import buy_probability_export
 
     return buy_probability_export.export(
-        model, preprocessor, data.catalog, export_dir, config.data.history_length)
+        model, preprocessor, data.catalog, export_dir, config.data.history_length
+    )
 
 
 def card_extras(data, config):

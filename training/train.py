@@ -37,8 +37,15 @@ def _callbacks(run_dir, monitor, mode, patience, verbose):
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
     ]
     if patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True, verbose=verbose))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                mode=mode,
+                patience=patience,
+                restore_best_weights=True,
+                verbose=verbose,
+            )
+        )
     return callbacks
 
 
@@ -68,10 +75,13 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
         from training.optimization import make_optimizer
 
         fit_model = adapter.training_model(model, config)
-        fit_model.compile(optimizer=make_optimizer(config.train, steps * config.train.epochs),
-                      **compile_kwargs(adapter.objectives(config, data)))
-    train_ds = adapter.dataset(data, "train", preprocessor, global_batch, config, training=True,
-                               model=model)
+        fit_model.compile(
+            optimizer=make_optimizer(config.train, steps * config.train.epochs),
+            **compile_kwargs(adapter.objectives(config, data)),
+        )
+    train_ds = adapter.dataset(
+        data, "train", preprocessor, global_batch, config, training=True, model=model
+    )
     val_ds = adapter.dataset(data, "validation", preprocessor, global_batch, config, model=model)
     verbose = 1 if sys.stdout.isatty() else 2
     monitor, mode = adapter.monitor(config)
@@ -109,7 +119,9 @@ def _is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
         return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+    )
 
 
 def _publish(adapter, model, preprocessor, data, config, report, store_root):
@@ -117,26 +129,33 @@ def _publish(adapter, model, preprocessor, data, config, report, store_root):
 
     def write(tmp):
         signatures = adapter.export(model, preprocessor, data, config, tmp)
-        write_model_card(tmp, {
-            "name": config.name,
-            "task": config.task,
-            "backbone": config.backbone,
-            "sequence_length": config.model.sequence_length,
-            "config": config.to_dict(),
-            "data_fingerprint": data.fingerprint,
-            "signatures": signatures,
-            "metrics": report.get("test", {}),
-            "headline_metrics": report["headline"],
-            **adapter.card_extras(data, config),
-        })
+        write_model_card(
+            tmp,
+            {
+                "name": config.name,
+                "task": config.task,
+                "backbone": config.backbone,
+                "sequence_length": config.model.sequence_length,
+                "config": config.to_dict(),
+                "data_fingerprint": data.fingerprint,
+                "signatures": signatures,
+                "metrics": report.get("test", {}),
+                "headline_metrics": report["headline"],
+                **adapter.card_extras(data, config),
+            },
+        )
 
     return store.publish(store_root, config.name, write)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--config", required=True, help="YAML config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE"
+    )
     parser.add_argument("--store", default="saved_models")
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--no-export", action="store_true")

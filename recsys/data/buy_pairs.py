@@ -75,8 +75,9 @@ class HistoryIndex:
         window = self._window(user, before, length)
         if user not in self._products:
             return []
-        return list(zip(self._products[user][window][::-1], self._bought[user][window][::-1],
-                        strict=True))
+        return list(
+            zip(self._products[user][window][::-1], self._bought[user][window][::-1], strict=True)
+        )
 
     def context(self, user, before, length, query=None):
         items = [
@@ -199,5 +200,9 @@ def product_counts(events, catalog, before=None):
         bought, seen, rel = totals.get(text, (0.0, 0.0, float(relative[pid])))
         totals[text] = (bought + float(purchases.get(pid, 0)), seen + float(views.get(pid, 0)), rel)
     texts = list(totals)
-    return (texts, [totals[t][0] for t in texts], [totals[t][1] for t in texts],
-            [totals[t][2] for t in texts])
+    return (
+        texts,
+        [totals[t][0] for t in texts],
+        [totals[t][1] for t in texts],
+        [totals[t][2] for t in texts],
+    )

@@ -106,8 +106,7 @@ def title_overlap(history_titles, product_title):
     sentinel = "\x00"
     history = tf.strings.split(tf.strings.lower(history_titles)).to_tensor(default_value=sentinel)
     product = tf.strings.split(tf.strings.lower(product_title)).to_tensor(default_value="\x01")
-    shared = tf.reduce_any(
-        tf.equal(history[:, :, :, None], product[:, None, None, :]), axis=-1)
+    shared = tf.reduce_any(tf.equal(history[:, :, :, None], product[:, None, None, :]), axis=-1)
     shared = tf.reduce_sum(tf.cast(shared, tf.float32), axis=-1)
     history_size = tf.reduce_sum(tf.cast(tf.not_equal(history, sentinel), tf.float32), axis=-1)
     product_size = tf.reduce_sum(tf.cast(tf.not_equal(product, "\x01"), tf.float32), axis=-1)
@@ -143,11 +142,16 @@ def history_features(context, product, product_stats=None):
     bought = tf.ragged.map_flat_values(tf.strings.regex_full_match, items, f"{BOUGHT_PREFIX}.*")
     plain = tf.ragged.map_flat_values(tf.strings.regex_replace, items, f"^{BOUGHT_PREFIX}", "")
     sentinel = "\x00"
-    fields = [tf.ragged.map_flat_values(_field, plain, i).to_tensor(default_value=sentinel) for i in range(3)]
+    fields = [
+        tf.ragged.map_flat_values(_field, plain, i).to_tensor(default_value=sentinel)
+        for i in range(3)
+    ]
     bought = tf.cast(bought.to_tensor(default_value=False), tf.float32)
     mine = [_field(product, i) for i in range(3)]
     mine[2] = tf.where(tf.strings.regex_full_match(mine[2], f"{PRICE_PREFIX}.*"), "", mine[2])
-    same = [tf.cast(tf.equal(f, m[:, None]), tf.float32) for f, m in zip(fields, mine)]
+    same = [
+        tf.cast(tf.equal(f, m[:, None]), tf.float32) for f, m in zip(fields, mine, strict=False)
+    ]
     has_brand = tf.cast(tf.strings.length(mine[2]) > 0, tf.float32)
     same[2] = same[2] * has_brand[:, None]
     length = tf.cast(items.row_lengths(), tf.float32)
@@ -159,21 +163,24 @@ def history_features(context, product, product_stats=None):
         stats = tf.zeros([tf.shape(product)[0], 3], tf.float32)
     else:
         stats = product_stats(product)
-    return tf.stack([
-        tf.math.log1p(tf.reduce_sum(same[0], axis=1)),
-        tf.math.log1p(tf.reduce_sum(same[0] * bought, axis=1)),
-        tf.reduce_max(same[0] / (1.0 + positions), axis=1),
-        tf.reduce_sum(same[1], axis=1) / denominator,
-        tf.reduce_max(same[1] * bought, axis=1),
-        tf.reduce_sum(same[2], axis=1) / denominator,
-        tf.reduce_max(same[2] * bought, axis=1),
-        tf.math.log1p(length),
-        tf.math.log1p(stats[:, 0]),
-        (stats[:, 0] + 1.0) / (stats[:, 1] + _PRIOR_VIEWS),
-        stats[:, 2],
-        tf.reduce_sum(overlap, axis=1) / denominator,
-        tf.reduce_max(overlap, axis=1),
-    ], axis=1)
+    return tf.stack(
+        [
+            tf.math.log1p(tf.reduce_sum(same[0], axis=1)),
+            tf.math.log1p(tf.reduce_sum(same[0] * bought, axis=1)),
+            tf.reduce_max(same[0] / (1.0 + positions), axis=1),
+            tf.reduce_sum(same[1], axis=1) / denominator,
+            tf.reduce_max(same[1] * bought, axis=1),
+            tf.reduce_sum(same[2], axis=1) / denominator,
+            tf.reduce_max(same[2] * bought, axis=1),
+            tf.math.log1p(length),
+            tf.math.log1p(stats[:, 0]),
+            (stats[:, 0] + 1.0) / (stats[:, 1] + _PRIOR_VIEWS),
+            stats[:, 2],
+            tf.reduce_sum(overlap, axis=1) / denominator,
+            tf.reduce_max(overlap, axis=1),
+        ],
+        axis=1,
+    )
 
 
 class ProductStats(tf.Module):
@@ -193,13 +200,17 @@ class ProductStats(tf.Module):
         super().__init__(name="product_stats")
         if relative_price is None:
             relative_price = np.zeros(len(texts))
-        values = np.stack([np.asarray(v, "float32") for v in (purchases, views, relative_price)], axis=1)
+        values = np.stack(
+            [np.asarray(v, "float32") for v in (purchases, views, relative_price)], axis=1
+        )
         values = np.concatenate([values, np.zeros((1, 3), "float32")])
         self.size = len(texts)
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
-                tf.constant(list(texts), tf.string), tf.range(len(texts), dtype=tf.int64)),
-            default_value=len(texts))
+                tf.constant(list(texts), tf.string), tf.range(len(texts), dtype=tf.int64)
+            ),
+            default_value=len(texts),
+        )
         self.values = tf.Variable(values, trainable=False, name="product_stats")
 
     def __call__(self, product):
@@ -218,8 +229,9 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
             in the config; they travel in the exported SavedModel).
     """
 
-    def __init__(self, tokenizer, context_length=64, product_length=32, product_stats=None,
-                 **kwargs):
+    def __init__(
+        self, tokenizer, context_length=64, product_length=32, product_stats=None, **kwargs
+    ):
         super().__init__(**kwargs)
         import keras_hub
 

@@ -45,7 +45,9 @@ class BuyServingModule(tf.Module):
             lambda t: self.encoder(self.preprocessor.encode_text("product", t), training=False),
             product_texts,
         )
-        self.product_embeddings = tf.Variable(embeddings, trainable=False, name="product_embeddings")
+        self.product_embeddings = tf.Variable(
+            embeddings, trainable=False, name="product_embeddings"
+        )
         self.index = string_table(ids, np.arange(len(ids), dtype=np.int64), -1)
         self.item_texts = tf.Variable([items[i] for i in ids], trainable=False, dtype=tf.string)
         self.product_texts = tf.Variable(product_texts, trainable=False, dtype=tf.string)
@@ -56,10 +58,12 @@ class BuyServingModule(tf.Module):
         logits = self.head(context_embedding, product_embedding, features)
         return tf.sigmoid(tf.reshape(tf.cast(logits, tf.float32), [-1]))
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="context"),
-        tf.TensorSpec([None], tf.string, name="product"),
-    ])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="context"),
+            tf.TensorSpec([None], tf.string, name="product"),
+        ]
+    )
     def score(self, context, product):
         x = self.preprocessor({"context": context, "product": product})
         u = self.encoder(x["context"], training=False)
@@ -67,12 +71,14 @@ class BuyServingModule(tf.Module):
         logits = self.head(u, p, x["features"], training=False)
         return {"probability": tf.sigmoid(tf.reshape(tf.cast(logits, tf.float32), [-1]))}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="history"),
-        tf.TensorSpec([None], tf.string, name="history_events"),
-        tf.TensorSpec([None], tf.string, name="candidates"),
-        tf.TensorSpec([], tf.string, name="query"),
-    ])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="history"),
+            tf.TensorSpec([None], tf.string, name="history_events"),
+            tf.TensorSpec([None], tf.string, name="candidates"),
+            tf.TensorSpec([], tf.string, name="query"),
+        ]
+    )
     def score_catalog(self, history, history_events, candidates, query):
         rows = self.index.lookup(history)
         known_history = rows >= 0
@@ -93,8 +99,9 @@ class BuyServingModule(tf.Module):
         n = tf.shape(candidates)[0]
         products = tf.gather(self.product_embeddings, safe)
         contexts = tf.fill([n], context)
-        prob = self._probability(tf.repeat(user, n, axis=0), products, contexts,
-                                 tf.gather(self.product_texts, safe))
+        prob = self._probability(
+            tf.repeat(user, n, axis=0), products, contexts, tf.gather(self.product_texts, safe)
+        )
         prob = tf.where(known, prob, tf.fill([n], float("nan")))
         return {"probability": prob, "known": known}
 
@@ -114,10 +121,17 @@ def export(model, preprocessor, catalog, export_dir, history_length):
     )
     catalog.to_parquet(export_dir / schema.CATALOG_ASSET, index=False)
     return {
-        schema.SIGNATURE_SCORE: {"inputs": {"context": "string[N]", "product": "string[N]"},
-                                 "outputs": {"probability": "float32[N]"}},
+        schema.SIGNATURE_SCORE: {
+            "inputs": {"context": "string[N]", "product": "string[N]"},
+            "outputs": {"probability": "float32[N]"},
+        },
         schema.SIGNATURE_SCORE_CATALOG: {
-            "inputs": {"history": "string[L]", "history_events": "string[L]",
-                       "candidates": "string[M]", "query": "string[]"},
-            "outputs": {"probability": "float32[M]", "known": "bool[M]"}},
+            "inputs": {
+                "history": "string[L]",
+                "history_events": "string[L]",
+                "candidates": "string[M]",
+                "query": "string[]",
+            },
+            "outputs": {"probability": "float32[M]", "known": "bool[M]"},
+        },
     }

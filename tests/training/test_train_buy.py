@@ -16,7 +16,9 @@ from tests.conftest import tiny_buy_config
 def trained(tmp_path_factory, tiny_store_dir):
     tmp = tmp_path_factory.mktemp("train")
     config = tiny_buy_config(tmp / "buy.yaml", store_dir=tiny_store_dir)
-    code = main(["train", str(config), "--store", str(tmp / "store"), "--run-dir", str(tmp / "run")])
+    code = main(
+        ["train", str(config), "--store", str(tmp / "store"), "--run-dir", str(tmp / "run")]
+    )
     assert code == 0
     return tmp
 
@@ -37,8 +39,19 @@ def test_train_publishes_a_version_with_report_and_plots(trained):
 
 def test_a_second_run_publishes_the_next_version(trained, tiny_store_dir):
     config = tiny_buy_config(trained / "buy2.yaml", store_dir=tiny_store_dir, epochs=1)
-    assert main(["train", str(config), "--store", str(trained / "store"),
-                 "--run-dir", str(trained / "run2")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(config),
+                "--store",
+                str(trained / "store"),
+                "--run-dir",
+                str(trained / "run2"),
+            ]
+        )
+        == 0
+    )
     assert store.versions(trained / "store", "buy") == [1, 2]
 
 
@@ -72,8 +85,9 @@ def test_saved_model_in_a_fresh_process_matches_keras(tiny_store, tmp_path):
     backbone, text_pre = tiny_bert(sequence_length=32, hidden_dim=8)
     catalog = tiny_store.catalog
     counts = product_counts(tiny_store.events, catalog)
-    pre = bp.BuyProbabilityPreprocessor(text_pre.tokenizer, 32, 16,
-                                        product_stats=bp.ProductStats(*counts))
+    pre = bp.BuyProbabilityPreprocessor(
+        text_pre.tokenizer, 32, 16, product_stats=bp.ProductStats(*counts)
+    )
     model = bp.build_model(backbone, hidden_dim=8)
     buy_probability_export.export(model, pre, catalog, tmp_path / "m", history_length=4)
 
@@ -84,9 +98,20 @@ def test_saved_model_in_a_fresh_process_matches_keras(tiny_store, tmp_path):
     pairs = {"context": [context] * len(candidates), "product": [products[p] for p in candidates]}
     expected = 1 / (1 + np.exp(-model(pre(pairs))["buy_logit"].numpy().reshape(-1)))
     out = subprocess.run(
-        [sys.executable, "-c", _FRESH, str(tmp_path / "m"), json.dumps(pairs["context"]),
-         json.dumps(pairs["product"]), json.dumps(history), json.dumps(candidates + ["nope"])],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            _FRESH,
+            str(tmp_path / "m"),
+            json.dumps(pairs["context"]),
+            json.dumps(pairs["product"]),
+            json.dumps(history),
+            json.dumps(candidates + ["nope"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(result["score"], expected, atol=1e-5)

@@ -21,17 +21,28 @@ def test_pooling_ignores_masked_positions():
 
 
 def test_history_features_count_recency_and_category():
-    context = tf.constant([
-        "query: mug ; Cap | hats | Acme ; bought: Mug | kitchen | Acme ; bought: Cap | hats", ""])
+    context = tf.constant(
+        ["query: mug ; Cap | hats | Acme ; bought: Mug | kitchen | Acme ; bought: Cap | hats", ""]
+    )
     product = tf.constant(["Cap | hats | Acme | price low", "Cap | hats"])
     stats = bp.ProductStats(["Cap | hats | Acme | price low"], [4.0], [30.0], [-0.5])
-    features = dict(zip(bp.FEATURE_NAMES, bp.history_features(context, product, stats).numpy().T))
+    features = dict(
+        zip(bp.FEATURE_NAMES, bp.history_features(context, product, stats).numpy().T, strict=False)
+    )
     expected = {
-        "log_times_in_history": [np.log1p(2), 0], "log_times_bought": [np.log1p(1), 0],
-        "recency": [1.0, 0], "category_share": [2 / 3, 0], "bought_category": [1, 0],
-        "brand_share": [2 / 3, 0], "bought_brand": [1, 0], "log_history_length": [np.log1p(3), 0],
-        "log_product_purchases": [np.log1p(4), 0], "product_conversion": [5 / 40, 1 / 10], "log_relative_price": [-0.5, 0],
-        "mean_title_overlap": [2 / 3, 0], "max_title_overlap": [1, 0],
+        "log_times_in_history": [np.log1p(2), 0],
+        "log_times_bought": [np.log1p(1), 0],
+        "recency": [1.0, 0],
+        "category_share": [2 / 3, 0],
+        "bought_category": [1, 0],
+        "brand_share": [2 / 3, 0],
+        "bought_brand": [1, 0],
+        "log_history_length": [np.log1p(3), 0],
+        "log_product_purchases": [np.log1p(4), 0],
+        "product_conversion": [5 / 40, 1 / 10],
+        "log_relative_price": [-0.5, 0],
+        "mean_title_overlap": [2 / 3, 0],
+        "max_title_overlap": [1, 0],
     }
     for name, values in expected.items():
         np.testing.assert_allclose(features[name], values, rtol=1e-5, err_msg=name)
@@ -72,41 +83,56 @@ def _events(rows):
 
 
 def test_pairs_context_uses_only_events_before_the_candidate_session():
-    catalog = pd.DataFrame({"product_id": list("abcd"), "title": ["A", "B", "C", "D"],
-                            "category": ["x", "y", "x", "y"]})
-    events = _events([
-        ("u", "a", "purchase", "2024-01-01 10:00"),
-        ("u", "b", "view", "2024-01-02 10:00"),
-        ("u", "b", "purchase", "2024-01-02 10:10"),
-        ("u", "c", "purchase", "2024-01-05 10:00"),
-        ("u", "d", "view", "2024-02-01 10:00"),
-    ])
+    catalog = pd.DataFrame(
+        {
+            "product_id": list("abcd"),
+            "title": ["A", "B", "C", "D"],
+            "category": ["x", "y", "x", "y"],
+        }
+    )
+    events = _events(
+        [
+            ("u", "a", "purchase", "2024-01-01 10:00"),
+            ("u", "b", "view", "2024-01-02 10:00"),
+            ("u", "b", "purchase", "2024-01-02 10:10"),
+            ("u", "c", "purchase", "2024-01-05 10:00"),
+            ("u", "d", "view", "2024-02-01 10:00"),
+        ]
+    )
     pairs = buy_pairs.build_pairs(events, catalog, negatives=2, history_length=10, seed=0)
     for row in pairs.itertuples():
         earlier = events[events["timestamp"] < row.timestamp - buy_pairs.SESSION_GAP]
         by_id = catalog.set_index("product_id")
         allowed = {
-            ("bought: " if event == "purchase" else "") + f"{by_id.loc[p, 'title']} | {by_id.loc[p, 'category']}"
+            ("bought: " if event == "purchase" else "")
+            + f"{by_id.loc[p, 'title']} | {by_id.loc[p, 'category']}"
             for p, event in zip(earlier["product_id"], earlier["event"], strict=True)
         }
         items = [s for s in row.context.split(" ; ") if s]
         assert set(items) <= allowed, (row, items)
     purchase_b = pairs[(pairs["product_id"] == "b") & (pairs["label"] == 1)].iloc[0]
-    assert purchase_b["context"] == "bought: A | x"  # the same-session view of b is not in the context
+    assert (
+        purchase_b["context"] == "bought: A | x"
+    )  # the same-session view of b is not in the context
     assert set(pairs.loc[pairs["label"] == 1, "product_id"]) == {"a", "b", "c"}
     assert not ((pairs["label"] == 0) & pairs["product_id"].isin(["a", "b", "c"])).any()
 
 
 def test_pairs_on_the_synthetic_store_never_leak_future_events(tiny_store):
-    pairs = buy_pairs.build_pairs(tiny_store.events, tiny_store.catalog, negatives=2,
-                                  history_length=5, seed=1)
-    index = buy_pairs.HistoryIndex(tiny_store.events, buy_pairs.catalog_texts(tiny_store.catalog)[0])
+    pairs = buy_pairs.build_pairs(
+        tiny_store.events, tiny_store.catalog, negatives=2, history_length=5, seed=1
+    )
+    index = buy_pairs.HistoryIndex(
+        tiny_store.events, buy_pairs.catalog_texts(tiny_store.catalog)[0]
+    )
     sample = pairs.sample(50, random_state=0)
     for row in sample.itertuples():
         cutoff = row.timestamp - buy_pairs.SESSION_GAP
         history = index.history(row.user_id, cutoff, 5)
-        user_events = tiny_store.events[(tiny_store.events["user_id"] == row.user_id)
-                                        & (tiny_store.events["timestamp"] < cutoff)]
+        user_events = tiny_store.events[
+            (tiny_store.events["user_id"] == row.user_id)
+            & (tiny_store.events["timestamp"] < cutoff)
+        ]
         assert history == list(user_events["product_id"].iloc[::-1][:5])
     assert pairs["timestamp"].is_monotonic_increasing
     assert 0.2 < pairs["label"].mean() < 0.5
