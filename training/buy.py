@@ -58,7 +58,7 @@ def _load_tables(config):
             store = synthetic.generate(
                 products=data.products, users=data.users, seed=config.train.seed
             )
-        return store.catalog, store.events, store.truth, store.bayes_optimal_auc()
+        return store.catalog, store.events, store.truth, store.bayes_optimal_auc(), None
     if data.source == "events":
         from recsys.data.catalog import load_catalog
         from recsys.data.events import load_events
@@ -66,13 +66,17 @@ def _load_tables(config):
         if not data.path or not data.catalog:
             raise DataError("data.source 'events' needs data.path (events file) and data.catalog")
         catalog = load_catalog(data.catalog)
-        return catalog, load_events(data.path, catalog=catalog, on_unknown="drop"), None, None
+        events = load_events(data.path, catalog=catalog, on_unknown="drop")
+        return catalog, events, None, None, None
     if data.source == "retail":
-        from recsys.data import formats
+        from recsys.data import formats, protocols
 
         path = data.path or formats.shared_data_dir() / "online-retail" / "online_retail.csv.gz"
         catalog, events = formats.load_online_retail(path)
-        return catalog, events, None, None
+        events, catalog, protocol_pairs = protocols.retail_next_month(
+            events, catalog, seed=config.train.seed
+        )
+        return catalog, events, None, None, protocol_pairs
     raise DataError(
         f"data.source {data.source!r} does not apply to buy_probability; "
         "use synthetic, events or retail"
@@ -80,7 +84,7 @@ def _load_tables(config):
 
 
 def prepare(config) -> BuyData:
-    catalog, events, truth, bayes = _load_tables(config)
+    catalog, events, truth, bayes, protocol_pairs = _load_tables(config)
     pairs = buy_pairs.build_pairs(
         events,
         catalog,
@@ -89,23 +93,29 @@ def prepare(config) -> BuyData:
         seed=config.train.seed,
         max_pairs=config.data.max_pairs,
     )
+    test_fraction = 0.0 if protocol_pairs is not None else config.data.test_fraction
     train, validation, test = buy_pairs.time_split(
-        pairs, config.data.validation_fraction, config.data.test_fraction
+        pairs, config.data.validation_fraction, test_fraction
     )
     # Product popularity from the training period only, so validation and test do not leak.
     cutoff = validation["timestamp"].min() if len(validation) else test["timestamp"].min()
     counts = buy_pairs.product_counts(events, catalog, before=cutoff)
     if truth is not None:
-        index = buy_pairs.HistoryIndex(events, buy_pairs.catalog_texts(catalog)[0])
-        _, products = buy_pairs.catalog_texts(catalog)
-        truth = truth.assign(
-            context=[
-                index.context(u, t, config.data.history_length)
-                for u, t in zip(truth["user_id"], truth["timestamp"], strict=True)
-            ],
-            product=truth["product_id"].map(products),
-        )
+        truth = _with_texts(truth, events, catalog, config.data.history_length)
+    if protocol_pairs is not None:  # a benchmark protocol fixes the test pairs (P1)
+        test = _with_texts(protocol_pairs, events, catalog, config.data.history_length)
     return BuyData(train, validation, test, catalog, events, truth, bayes, counts)
+
+
+def _with_texts(pairs, events, catalog, history_length):
+    """Adds each pair's context (events before its timestamp) and product text."""
+    items, products = buy_pairs.catalog_texts(catalog)
+    index = buy_pairs.HistoryIndex(events, items)
+    keys = list(zip(pairs["user_id"], pairs["timestamp"], strict=True))
+    contexts = {key: index.context(key[0], key[1], history_length) for key in set(keys)}
+    return pairs.assign(
+        context=[contexts[key] for key in keys], product=pairs["product_id"].map(products)
+    )
 
 
 def build(config, data):
