@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the models in the store")
     models.add_argument("--store", default=None, help="model store (default: ./saved_models)")
+
+    serve = sub.add_parser("serve", help="serve the models in the store over HTTP (gunicorn)")
+    serve.add_argument("--store", default=None, help="model store (default: ./saved_models)")
+    serve.add_argument("--bind", default=None, help="HOST:PORT (default: 127.0.0.1:8000)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: 2)")
+    serve.add_argument("--threads", type=int, default=None, help="threads per worker (default: 8)")
+    serve.add_argument("--catalog", default=None, help="catalog file for ids not in a model")
     return parser
 
 
@@ -118,6 +125,10 @@ def _dispatch(args) -> int:
         from recsys import store
 
         return store.print_models(args.store or default_store())
+    if args.command == "serve":
+        from serving import command
+
+        return command.run(args.store, args.bind, args.workers, args.threads, args.catalog)
     raise AssertionError(args.command)
 
 
