@@ -146,6 +146,7 @@ def training_model(model, config):
         return model
     import keras
 
+    from recsys.distributed_model import DistributionSafeModel
     from recsys.tasks.buy_probability import NUM_FEATURES, OUTPUT
 
     dim = model.get_layer("text_encoder").backbone.hidden_dim
@@ -155,7 +156,7 @@ def training_model(model, config):
         "features": keras.Input((NUM_FEATURES,), name="features"),
     }
     logit = model.get_layer("buy_head")(inputs["user"], inputs["product"], inputs["features"])
-    return keras.Model(inputs, {OUTPUT: logit}, name="buy_head_only")
+    return DistributionSafeModel(inputs, {OUTPUT: logit}, name="buy_head_only")
 
 
 def _cached_inputs(data, frame, preprocessor, model):

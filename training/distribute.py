@@ -61,10 +61,30 @@ def resolve_precision(name, strategy_name, gpus=None):
     return "mixed_float16" if gpus > 0 else "float32"
 
 
+def split_cpu(replicas):
+    """Splits the CPU into `replicas` logical devices (before TensorFlow initialises).
+
+    Set `RECSYS_CPU_REPLICAS=2` to run the mirrored code path on a CPU-only machine, as the
+    tests do. Returns the logical CPU device names.
+    """
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
+        )
+    except RuntimeError:
+        logger.warning("TensorFlow was already initialised; cannot split the CPU any more")
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
 def make_strategy(name):
     """Builds the `tf.distribute.Strategy` for a (resolved or `auto`) strategy name."""
     import tensorflow as tf
 
+    cpu_replicas = int(os.environ.get("RECSYS_CPU_REPLICAS", "0") or 0)
+    cpu_devices = split_cpu(cpu_replicas) if cpu_replicas > 1 else []
     name = resolve_strategy_name(name)
     if name == "default":
         strategy = tf.distribute.get_strategy()
@@ -72,7 +92,9 @@ def make_strategy(name):
         gpus = tf.config.list_logical_devices("GPU")
         strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     elif name == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] if gpus else (cpu_devices or None)
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
     elif name == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif name == "tpu":

@@ -11,6 +11,7 @@ the fit loop, the report and publishing.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import math
 import pathlib
@@ -49,6 +50,20 @@ def _callbacks(run_dir, monitor, mode, patience, verbose):
     return callbacks
 
 
+def _prepare(adapter, config, run_dir):
+    """`adapter.prepare(config)`, passing `run_dir` to adapters that cache derived data there."""
+    if "run_dir" in inspect.signature(adapter.prepare).parameters:
+        return adapter.prepare(config, run_dir=run_dir)
+    return adapter.prepare(config)
+
+
+def _task_callbacks(adapter, config, data, model, run_dir):
+    """The adapter's own callbacks (optional hook), run before the generic ones so that the
+    metrics they add to the epoch logs reach early stopping and the CSV log."""
+    hook = getattr(adapter, "callbacks", None)
+    return list(hook(config, data, model, run_dir)) if hook else []
+
+
 def run(config_path, overrides=(), store="saved_models", run_dir=None, export=True) -> int:
     """Trains, evaluates and (optionally) publishes; returns the process exit code."""
     config = load_config(config_path, overrides)  # bad configs fail before TensorFlow loads
@@ -59,13 +74,13 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
     logger.info("Config: %s", config.to_dict())
     run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / config.name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    strategy_name, strategy = distribute.make_strategy(config.train.strategy)  # before any op
     keras.utils.set_random_seed(config.train.seed)
-    strategy_name, strategy = distribute.make_strategy(config.train.strategy)
     distribute.set_precision(distribute.resolve_precision(config.train.precision, strategy_name))
     adapter = tasks.adapter(config.task)
 
     started = time.perf_counter()
-    data = adapter.prepare(config)
+    data = _prepare(adapter, config, run_dir)
     logger.info("Data ready in %.1f s: %s", time.perf_counter() - started, data.describe())
     global_batch = config.train.batch_size * strategy.num_replicas_in_sync
     steps = config.train.steps_per_epoch or max(1, math.ceil(data.train_size / global_batch))
@@ -86,12 +101,17 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
     verbose = 1 if sys.stdout.isatty() else 2
     monitor, mode = adapter.monitor(config)
     fit_started = time.perf_counter()
+    # Workers must run the same number of steps: fix the epoch length under multi-worker.
+    steps_per_epoch = config.train.steps_per_epoch or (
+        steps if strategy_name == "multi_worker" else None
+    )
     history = fit_model.fit(
-        train_ds.repeat() if config.train.steps_per_epoch else train_ds,
+        train_ds.repeat() if steps_per_epoch else train_ds,
         validation_data=val_ds,
         epochs=config.train.epochs,
-        steps_per_epoch=config.train.steps_per_epoch,
-        callbacks=_callbacks(run_dir, monitor, mode, config.train.early_stopping_patience, verbose),
+        steps_per_epoch=steps_per_epoch,
+        callbacks=_task_callbacks(adapter, config, data, model, run_dir)
+        + _callbacks(run_dir, monitor, mode, config.train.early_stopping_patience, verbose),
         verbose=verbose,
     )
     fit_seconds = time.perf_counter() - fit_started

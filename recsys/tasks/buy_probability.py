@@ -21,6 +21,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from recsys.distributed_model import DistributionSafeModel
 from recsys.heads import BuyProbabilityHead, MaskedMeanPooling
 from recsys.objectives import Objective
 
@@ -147,6 +148,10 @@ def history_features(context, product, product_stats=None):
         for i in range(3)
     ]
     bought = tf.cast(bought.to_tensor(default_value=False), tf.float32)
+    # One padding column, so maxima over an all-empty history are 0 rather than -inf.
+    rows = tf.shape(context)[0]
+    fields = [tf.concat([f, tf.fill([rows, 1], sentinel)], axis=1) for f in fields]
+    bought = tf.concat([bought, tf.zeros([rows, 1])], axis=1)
     mine = [_field(product, i) for i in range(3)]
     mine[2] = tf.where(tf.strings.regex_full_match(mine[2], f"{PRICE_PREFIX}.*"), "", mine[2])
     same = [
@@ -346,7 +351,7 @@ def build_model(backbone, hidden_dim=256, dropout=0.1, freeze_backbone=False):
     user = encoder(inputs["context"])
     item = encoder(inputs["product"])
     logit = head(user, item, inputs["features"])
-    return keras.Model(inputs=inputs, outputs={OUTPUT: logit}, name="buy_probability")
+    return DistributionSafeModel(inputs=inputs, outputs={OUTPUT: logit}, name="buy_probability")
 
 
 def objectives():

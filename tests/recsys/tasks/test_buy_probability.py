@@ -143,3 +143,10 @@ def test_pairs_refuse_events_without_purchases():
     events = _events([("u", "a", "view", "2024-01-01")])
     with pytest.raises(ValueError, match="no purchases"):
         buy_pairs.build_pairs(events, catalog)
+
+
+def test_features_are_finite_when_no_row_has_history():
+    features = bp.history_features(tf.constant(["", "query: red mug"]),
+                                   tf.constant(["Cap | hats", "Mug | kitchen"])).numpy()
+    assert np.isfinite(features).all()
+    np.testing.assert_allclose(features[:, :8], 0.0)
