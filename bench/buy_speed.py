@@ -41,7 +41,10 @@ def scoring_latency(model_dir, calls=200, candidates=20, seed=0):
         history = tf.constant(rng.choice(ids, 8, replace=False))
         cands = tf.constant(rng.choice(ids, candidates, replace=False))
         started = time.perf_counter()
-        fn(history=history, candidates=cands, query=tf.constant(""))["probability"].numpy()
+        events = tf.constant(["purchase"] * 2 + ["view"] * 6)
+        fn(history=history, history_events=events, candidates=cands, query=tf.constant(""))[
+            "probability"
+        ].numpy()
         if i >= 10:
             timings.append((time.perf_counter() - started) * 1000)
     timings = np.array(timings)
@@ -107,15 +110,29 @@ def training_throughput(steps=20, batch=32, context_length=64, product_length=24
         optimizer=keras.optimizers.AdamW(5e-5),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    tokenizer = text_pre.tokenizer
+    packer = keras_hub.layers.MultiSegmentPacker(
+        sequence_length=context_length + product_length,
+        start_value=tokenizer.cls_token_id,
+        end_value=tokenizer.sep_token_id,
+        pad_value=tokenizer.pad_token_id,
+    )
+
+    def cross_inputs(context, product):
+        token_ids, segment_ids = packer((tokenizer(context), tokenizer(product)))
+        mask = tf.not_equal(token_ids, tokenizer.pad_token_id)
+        return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": mask}
+
     cross = (
         tf.data.Dataset.from_tensor_slices(
             (
-                (pairs["context"].to_numpy(str)[:n], pairs["product"].to_numpy(str)[:n]),
+                pairs["context"].to_numpy(str)[:n],
+                pairs["product"].to_numpy(str)[:n],
                 labels[:n].astype("int32"),
             )
         )
         .batch(batch)
-        .map(lambda x, y: (text_pre(x), y))
+        .map(lambda c, p, y: (cross_inputs(c, p), y))
         .cache()
     )
     results["bert_text_classifier"] = _time_fit(classifier, cross, steps, batch)
