@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: 2)")
     serve.add_argument("--threads", type=int, default=None, help="threads per worker (default: 8)")
     serve.add_argument("--catalog", default=None, help="catalog file for ids not in a model")
+
+    from recsys import batch
+
+    batch.add_parser(sub)
     return parser
 
 
@@ -129,6 +133,10 @@ def _dispatch(args) -> int:
         from serving import command
 
         return command.run(args.store, args.bind, args.workers, args.threads, args.catalog)
+    if args.command == "score":
+        from recsys import batch
+
+        return batch.run(batch.request_from_args(args))
     raise AssertionError(args.command)
 
 

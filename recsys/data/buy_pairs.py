@@ -115,7 +115,10 @@ def build_pairs(events, catalog, negatives=4, history_length=10, seed=0, max_pai
     bought = set(zip(purchases["user_id"], purchases["product_id"], strict=True))
     browsed = events[events["event"] != "purchase"].drop_duplicates(["user_id", "product_id"])
     keep = np.array(
-        [(u, p) not in bought for u, p in zip(browsed["user_id"], browsed["product_id"], strict=True)],
+        [
+            (u, p) not in bought
+            for u, p in zip(browsed["user_id"], browsed["product_id"], strict=True)
+        ],
         dtype=bool,
     )
     browsed = browsed[keep]
@@ -134,7 +137,9 @@ def build_pairs(events, catalog, negatives=4, history_length=10, seed=0, max_pai
             "label": 0,
         }
     )
-    fresh = [(u, p) not in bought for u, p in zip(uniform["user_id"], uniform["product_id"], strict=True)]
+    fresh = [
+        (u, p) not in bought for u, p in zip(uniform["user_id"], uniform["product_id"], strict=True)
+    ]
     uniform = uniform[np.array(fresh, dtype=bool)]
     pairs = pd.concat([positives, hard, uniform], ignore_index=True)
     pairs["timestamp"] = pd.to_datetime(pairs["timestamp"], utc=True)
