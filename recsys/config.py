@@ -61,13 +61,17 @@ class DataConfig:
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     max_examples: int | None = None
+    # ranking: training windows per user (1: the most recent items only, as SASRec)
+    windows: int = 1
+    # a column of the table naming each row's part: train, validation or test
+    split_column: str | None = None
 
     def __post_init__(self):
         if self.source not in DATA_SOURCES:
             raise ConfigError(
                 f"`data.source` must be one of {list(DATA_SOURCES)}. Received: {self.source!r}"
             )
-        for name in ("products", "users", "history_length"):
+        for name in ("products", "users", "history_length", "windows"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`data.{name}` must be > 0. Received: {getattr(self, name)}")
         if self.negatives < 0:
@@ -77,6 +81,12 @@ class DataConfig:
                 raise ConfigError(
                     f"`data.{name}` must lie in [0, 0.5). Received: {getattr(self, name)}"
                 )
+        if self.max_examples is not None and self.max_examples <= 0:
+            raise ConfigError(
+                f"`data.max_examples` must be > 0 or null. Received: {self.max_examples}"
+            )
+        if self.split_column is not None and not self.split_column.strip():
+            raise ConfigError("`data.split_column` must be a column name or null. Received: ''")
         object.__setattr__(self, "text_columns", tuple(self.text_columns))
 
 
@@ -97,6 +107,8 @@ class ModelConfig:
     loss: str = "softmax"
     num_negatives: int = 512
     text_fusion: bool = False
+    text_backbone: str = "minilm"  # frozen text encoder for text fusion
+    id_dropout: float = 0.0  # text fusion: share of item id embeddings dropped per batch
     # classification
     multi_label: bool = False
     labels: tuple = ()
@@ -109,8 +121,14 @@ class ModelConfig:
             )
         if self.lora_rank is not None and self.lora_rank <= 0:
             raise ConfigError(f"`model.lora_rank` must be > 0 or null. Received: {self.lora_rank}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"`model.dropout` must lie in [0, 1). Received: {self.dropout}")
+        for name in ("dropout", "id_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(
+                    f"`model.{name}` must lie in [0, 1). Received: {getattr(self, name)}"
+                )
+        for name in ("num_layers", "num_heads", "embedding_dim", "num_negatives"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"`model.{name}` must be > 0. Received: {getattr(self, name)}")
         if self.loss not in ("softmax", "sampled_softmax"):
             raise ConfigError(
                 f"`model.loss` must be 'softmax' or 'sampled_softmax'. Received: {self.loss!r}"

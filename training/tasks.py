@@ -4,7 +4,8 @@ A task adapter is a module (`training/buy.py` is the reference) with these funct
 generic loop in `training/train.py` calls them in this order:
 
 - `prepare(config) -> data`: load and split the data. `data` has `train_size` (int),
-  `fingerprint` (str) and `describe()` (str).
+  `fingerprint` (str) and `describe()` (str). An adapter whose `prepare` takes a `run_dir`
+  keyword gets the run directory (to cache derived data there, e.g. text embeddings).
 - `build(config, data) -> (model, preprocessor)`: called inside `strategy.scope()`.
 - `training_model(model, config) -> keras.Model`: the model `fit` trains (usually `model`).
 - `objectives(config, data) -> [Objective]`: losses and metrics per model output.
@@ -16,6 +17,9 @@ generic loop in `training/train.py` calls them in this order:
 - `export(model, preprocessor, data, config, export_dir) -> dict`: writes the SavedModel (and
   any assets) and returns its signatures as {name: {"inputs": {...}, "outputs": {...}}}.
 - `card_extras(data, config) -> dict`: task-specific fields for `model_card.json`.
+- optional `callbacks(config, data, model, run_dir) -> [keras.callbacks.Callback]`: run before
+  the generic callbacks in each epoch, so metrics they write into the epoch logs (e.g. ranking's
+  `val_ndcg_at_10`) can be what `monitor` names.
 """
 
 from __future__ import annotations
