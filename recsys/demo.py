@@ -80,13 +80,20 @@ def _show_scores(out, store):
     path = model_store.resolve(out / "saved_models", "buy")
     model = tf.saved_model.load(str(path))
     user = store.events["user_id"].iloc[-1]
-    history = store.events[store.events["user_id"] == user]["product_id"].iloc[::-1].tolist()[:8]
+    recent = store.events[store.events["user_id"] == user].iloc[::-1].head(8)
+    history = recent["product_id"].tolist()
+    events = recent["event"].tolist()
     titles = store.catalog.set_index("product_id")["title"]
     candidates = store.catalog["product_id"].sample(8, random_state=0).tolist()
+    inputs = {
+        "history": tf.constant(history),
+        "history_events": tf.constant(events),
+        "candidates": tf.constant(candidates),
+        "query": tf.constant(""),
+    }
+    model.signatures["score_catalog"](**inputs)  # the first call traces the graph
     started = time.perf_counter()
-    result = model.signatures["score_catalog"](
-        history=tf.constant(history), candidates=tf.constant(candidates), query=tf.constant("")
-    )
+    result = model.signatures["score_catalog"](**inputs)
     elapsed = (time.perf_counter() - started) * 1000
     print(f"\nUser {user} recently looked at:")
     for pid in history[:5]:
