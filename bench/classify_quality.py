@@ -28,6 +28,7 @@ split (`data.split_column`), and scored from its `test_predictions.npz`. Prints 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -181,7 +182,8 @@ def train_model(protocol, table_path, run_dir, overrides, export):
         *overrides,
     ]
     store = run_dir / "store"
-    code = train.run(config, sets, store=str(store), run_dir=str(run_dir), export=export)
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' progress; stdout is for the JSON
+        code = train.run(config, sets, store=str(store), run_dir=str(run_dir), export=export)
     if code:
         raise SystemExit(f"training failed with exit code {code}")
     return config, sets
