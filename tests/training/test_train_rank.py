@@ -208,3 +208,57 @@ def test_bad_ranking_configs_exit_2_naming_the_key(tmp_path, capsys):
     argv = ["train", str(config), "--set", "data.source=sasrec", "--set", f"data.path={path}"]
     assert main(argv + ["--set", "model.text_fusion=true", "--no-export"]) == 2
     assert "item titles" in capsys.readouterr().err
+
+
+def _write_movielens(folder, users=24, movies=20):
+    """movies.dat (Latin-1) and gzipped timestamp-less ratings, as in ../shared/data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    genres = ["Drama", "Comedy|Romance", "Action|Thriller"]
+    with open(folder / "movies.dat", "w", encoding="latin-1") as f:
+        for movie in range(1, movies + 1):
+            f.write(f"{movie}::Film {movie} caf\u00e9 (1999)::{genres[movie % 3]}\n")
+    rng = np.random.default_rng(1)
+    with gzip.open(folder / "ratings_users_1-2999.dat.gz", "wt") as f:
+        for user in range(1, users + 1):
+            start = int(rng.integers(1, movies))
+            for step in range(int(rng.integers(5, 12))):
+                f.write(f"{user}::{(start + step) % movies + 1}::4\n")
+    return folder
+
+
+def _write_unisrec(folder, users=24, items=20):
+    """Scientific.text / .item2index / .test.inter, the UniSRec layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "Scientific.text", "w") as f:
+        f.write("item_id:token\ttext:token_seq\n")
+        for item in range(items):
+            f.write(f"A{item}\tPart {item}. Industrial & Scientific Tools. Brand{item % 4}. \n")
+    with open(folder / "Scientific.item2index", "w") as f:
+        f.writelines(f"A{item}\t{item}\n" for item in range(items))
+    rng = np.random.default_rng(2)
+    with open(folder / "Scientific.test.inter", "w") as f:
+        f.write("user_id:token\titem_id_list:token_seq\titem_id:token\n")
+        for user in range(users):
+            start = int(rng.integers(0, items))
+            seq = [str((start + step) % items) for step in range(int(rng.integers(5, 10)))]
+            f.write(f"{user}\t{' '.join(seq[:-1])}\t{seq[-1]}\n")
+    return folder
+
+
+@pytest.mark.parametrize("source", ["movielens", "unisrec"])
+def test_movielens_and_unisrec_sources_train_with_their_titles(tmp_path, source):
+    folder = (_write_movielens if source == "movielens" else _write_unisrec)(tmp_path / "data")
+    config = tiny_rank_config(
+        tmp_path / "r.yaml", data={"source": source, "path": str(folder)}, epochs=1
+    )
+    assert _train(tmp_path, config) == 0
+    version = tmp_path / "store" / "ranker" / "1"
+    card = store.read_card(version)
+    assert card["num_items"] == 20
+    import pandas as pd
+
+    catalog = pd.read_parquet(version / "catalog.parquet")
+    prefix = "Film" if source == "movielens" else "Part"
+    assert catalog["title"].str.startswith(prefix).all()
+    if source == "movielens":
+        assert "café" in catalog["title"].iloc[0]  # decoded as Latin-1
