@@ -17,8 +17,12 @@ this stack with a tiny KerasHub BERT:
    Fix: return each log as a shape-[1] tensor under multi-worker, so the reduction over axis 0
    yields the mean across workers as a scalar.
 
-Both fixes live only here; `tests/recsys/test_distributed_model.py` fails if Keras changes the
-code they work around, so they can be dropped when Keras fixes it upstream.
+A model that overrides `compute_loss` (the ranker) must also scale its loss for the replicas
+itself, as Keras's compiled losses do: `replica_mean` below.
+
+Both fixes live only here (`DistributionSafeMixin`; `DistributionSafeModel` for functional
+models); `tests/recsys/test_distributed_model.py` fails if Keras changes the code they work
+around, so they can be dropped when Keras fixes it upstream.
 
 Example:
 >>> import keras, numpy as np
@@ -32,7 +36,6 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-
 from keras.src import tree
 
 
@@ -51,12 +54,53 @@ def first_replica(value, strategy):
     return value
 
 
-@keras.saving.register_keras_serializable(package="recsys")
-class DistributionSafeModel(keras.Model):
-    """`keras.Model` with the two distribution fixes described in the module docstring.
+def replica_mean(values):
+    """This replica's share of the mean of `values` over the global batch (float32 scalar).
 
-    Use it like `keras.Model`: `DistributionSafeModel(inputs=..., outputs=...)` builds a
-    functional model.
+    Under a strategy with R replicas each replica computes its loss on its part of the global
+    batch, and the optimizer *sums* the replicas' gradients. Keras's compiled losses divide each
+    replica's mean by R; a `compute_loss` override must do the same, or its gradients (and its
+    logged loss) come out R times too large. This divides the replica's sum by the number of
+    values in the whole global batch (all-reduced across replicas), so the summed gradient is
+    exactly one device's gradient on the global batch, even when the replicas hold different
+    numbers of values (padding positions, for example). With one replica it is the mean.
+
+    Args:
+        values: float tensor of per-example (or per-position) losses, any shape.
+
+    >>> float(replica_mean(tf.constant([1.0, 2.0, 6.0])))
+    3.0
+    """
+    values = tf.cast(tf.reshape(values, [-1]), tf.float32)
+    count = tf.cast(tf.size(values), tf.float32)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        count = context.all_reduce("SUM", tf.stop_gradient(count))
+    return tf.math.divide_no_nan(tf.reduce_sum(values), count)
+
+
+def replica_share(value):
+    """`value` divided by the replicas in sync: this replica's share of a per-step loss term
+    (a regularisation loss, for example) whose gradients the replicas will sum.
+
+    >>> float(replica_share(tf.constant(4.0)))
+    4.0
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    return value / replicas if replicas > 1 else value
+
+
+class DistributionSafeMixin:
+    """The two distribution fixes described in the module docstring, for any `keras.Model`.
+
+    Subclassed models list it before `keras.Model`:
+    `class NextItemModel(DistributionSafeMixin, keras.Model)`. Functional models use
+    `DistributionSafeModel`. Do not subclass `DistributionSafeModel` itself: building a
+    functional model from a `keras.Model` subclass makes Keras swap `Functional` into that
+    class's bases (`inject_functional_model_class`), after which its subclasses can no longer
+    be built as subclassed models ("Functional.__init__() missing 2 required positional
+    arguments").
     """
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -80,3 +124,12 @@ class DistributionSafeModel(keras.Model):
         if not is_multi_worker(self.distribute_strategy):
             return logs
         return {key: tf.reshape(tf.cast(value, tf.float32), [1]) for key, value in logs.items()}
+
+
+@keras.saving.register_keras_serializable(package="recsys")
+class DistributionSafeModel(DistributionSafeMixin, keras.Model):
+    """A functional `keras.Model` with the two distribution fixes (`DistributionSafeMixin`).
+
+    Use it like `keras.Model`: `DistributionSafeModel(inputs=..., outputs=...)` builds a
+    functional model. Subclassed models use `DistributionSafeMixin` instead.
+    """

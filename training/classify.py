@@ -199,10 +199,12 @@ def training_model(model, config):
         return model
     import keras
 
+    from recsys.distributed_model import DistributionSafeModel
+
     dim = model.get_layer("text_encoder").backbone.hidden_dim
     embedding = keras.Input((dim,), name="embedding")
     logits = model.get_layer("classification_head")(embedding)
-    return keras.Model(embedding, {OUTPUT: logits}, name="classification_head_only")
+    return DistributionSafeModel(embedding, {OUTPUT: logits}, name="classification_head_only")
 
 
 def _embeddings(data, texts, preprocessor, model):

@@ -48,17 +48,51 @@ def resolve_strategy_name(name, env=None, gpus=None):
     return "mirrored" if gpus > 1 else "default"
 
 
-def resolve_precision(name, strategy_name, gpus=None):
-    """Turns precision `auto` into a policy: bfloat16 on TPU, float16 on capable GPUs, else float32."""
+# float16 pays off from compute capability 7.0 (Volta tensor cores); older NVIDIA GPUs run
+# mixed_float16 no faster than float32, and only add loss scaling.
+MIN_FLOAT16_CAPABILITY = (7, 0)
+
+
+def _gpu_capabilities():
+    """Compute capability `(major, minor)` of each visible GPU; None where TF does not know it."""
+    import tensorflow as tf
+
+    return [
+        tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
+
+
+def resolve_precision(name, strategy_name, gpus=None, capabilities=None):
+    """Turns precision `auto` into a policy: bfloat16 on TPU, float16 on capable GPUs, else float32.
+
+    Args:
+        name: str. `train.precision`: auto, float32, mixed_float16 or mixed_bfloat16.
+        strategy_name: str. The resolved strategy (`resolve_strategy_name`).
+        gpus: int or None. Number of GPUs (None: ask TensorFlow).
+        capabilities: list of `(major, minor)` or None, one per GPU (None: ask TensorFlow when
+            `gpus` is None, else assume capable). A GPU of unknown capability counts as capable.
+
+    >>> resolve_precision("auto", "mirrored", gpus=2, capabilities=[(8, 0), (8, 0)])
+    'mixed_float16'
+    >>> resolve_precision("auto", "default", gpus=1, capabilities=[(6, 1)])  # Pascal
+    'float32'
+    """
     if name != "auto":
         return name
     if strategy_name == "tpu":
         return "mixed_bfloat16"
     if gpus is None:
-        import tensorflow as tf
-
-        gpus = len(tf.config.list_physical_devices("GPU"))
-    return "mixed_float16" if gpus > 0 else "float32"
+        capabilities = _gpu_capabilities() if capabilities is None else capabilities
+        gpus = len(capabilities)
+    if not gpus:
+        return "float32"
+    if capabilities and any(
+        c is not None and tuple(c) < MIN_FLOAT16_CAPABILITY for c in capabilities
+    ):
+        logger.info("A GPU older than compute capability 7.0: precision auto -> float32")
+        return "float32"
+    return "mixed_float16"
 
 
 def split_cpu(replicas):
@@ -108,6 +142,76 @@ def make_strategy(name):
         raise ValueError(f"Unknown strategy {name!r}")
     logger.info("Strategy %s with %d replica(s)", name, strategy.num_replicas_in_sync)
     return name, strategy
+
+
+def worker(strategy):
+    """`(task_type, task_id)` of this process in a multi-worker cluster, else None."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return None
+    return resolver.task_type, int(resolver.task_id or 0)
+
+
+def is_chief(strategy):
+    """True for a single process, and for the chief (or worker 0) of a cluster: the one that
+    publishes the model."""
+    task = worker(strategy)
+    return task is None or task[0] == "chief" or task == ("worker", 0)
+
+
+def worker_run_dir(strategy, run_dir):
+    """The run directory this process writes: `run_dir` for the chief (or a single process),
+    `run_dir/<task_type>-<task_id>` for the other workers.
+
+    Workers may share one run directory (a shared filesystem); each still writes its own
+    training log, report and `BackupAndRestore` checkpoint, so no two processes write the same
+    file. Every worker keeps its own backup because Keras 3's `BackupAndRestore` is not
+    multi-worker aware (tf.keras's was).
+
+    >>> import pathlib
+    >>> worker_run_dir(None, pathlib.Path("runs/buy")).as_posix()
+    'runs/buy'
+    """
+    if is_chief(strategy):
+        return run_dir
+    task_type, task_id = worker(strategy)
+    return run_dir / f"{task_type}-{task_id}"
+
+
+def backup_and_restore(strategy, backup_dir):
+    """`keras.callbacks.BackupAndRestore` into `backup_dir` that, under multi-worker, also checks
+    that every worker resumes at the same epoch.
+
+    Each worker restores its own backup (see `worker_run_dir`). All of them save at the end of
+    every epoch, after the epoch's last collective step, so after a failure they normally hold
+    the same epoch; a worker killed while saving may be one epoch behind. Workers that resumed
+    at different epochs would run different numbers of steps and hang in a collective, so they
+    compare epochs first (one all-reduce) and stop with an error instead.
+    """
+    import keras
+    import tensorflow as tf
+
+    from recsys.distributed_model import is_multi_worker
+
+    class _BackupAndRestore(keras.callbacks.BackupAndRestore):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if not is_multi_worker(strategy):
+                return
+            epoch = float(self.model._initial_epoch or 0)
+            value = tf.constant([epoch, epoch * epoch])
+            mean = strategy.reduce("MEAN", strategy.run(lambda: tf.identity(value)), axis=None)
+            first, second = (float(v) for v in mean.numpy())
+            if abs(second - first * first) > 1e-6:  # the epochs' variance across workers
+                raise RuntimeError(
+                    f"The workers' BackupAndRestore checkpoints hold different epochs (this "
+                    f"worker: {int(epoch)}, mean over workers: {first:g}), so they cannot resume "
+                    f"together. Delete the `backup` directories of all workers to start over. "
+                    f"This worker's: {backup_dir}"
+                )
+            logger.info("All workers start at epoch %d", int(epoch))
+
+    return _BackupAndRestore(str(backup_dir), double_checkpoint=True)
 
 
 def set_precision(policy):

@@ -29,11 +29,13 @@ warnings.filterwarnings("ignore", message="Gradients do not exist for variables"
 warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 
 
-def _callbacks(run_dir, monitor, mode, patience, verbose):
+def _callbacks(strategy, run_dir, monitor, mode, patience, verbose):
     import keras
 
+    from training.distribute import backup_and_restore
+
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        backup_and_restore(strategy, run_dir / "backup"),
         keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
     ]
@@ -72,9 +74,10 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
     from training import distribute, tasks
 
     logger.info("Config: %s", config.to_dict())
-    run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / config.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     strategy_name, strategy = distribute.make_strategy(config.train.strategy)  # before any op
+    run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / config.name)
+    run_dir = distribute.worker_run_dir(strategy, run_dir)  # workers may share `run_dir`
+    run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.train.seed)
     distribute.set_precision(distribute.resolve_precision(config.train.precision, strategy_name))
     adapter = tasks.adapter(config.task)
@@ -111,7 +114,9 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
         epochs=config.train.epochs,
         steps_per_epoch=steps_per_epoch,
         callbacks=_task_callbacks(adapter, config, data, model, run_dir)
-        + _callbacks(run_dir, monitor, mode, config.train.early_stopping_patience, verbose),
+        + _callbacks(
+            strategy, run_dir, monitor, mode, config.train.early_stopping_patience, verbose
+        ),
         verbose=verbose,
     )
     fit_seconds = time.perf_counter() - fit_started
@@ -129,19 +134,10 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
     write_json(run_dir / "report.json", report)
     logger.info("Report: %s", run_dir / "report.json")
     print(f"Evaluation: {report['headline']}")
-    if export and _is_chief(strategy):
+    if export and distribute.is_chief(strategy):
         path = _publish(adapter, model, preprocessor, data, config, report, store)
         print(f"Published {config.name} version {path.name}: {path}")
     return 0
-
-
-def _is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-    )
 
 
 def _publish(adapter, model, preprocessor, data, config, report, store_root):

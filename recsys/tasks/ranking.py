@@ -31,6 +31,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from recsys.distributed_model import DistributionSafeMixin, replica_mean, replica_share
 from recsys.heads import RankingHead
 from recsys.schema import NUM_RESERVED_IDS, PAD_ID
 
@@ -41,8 +42,11 @@ RESERVED_LOGIT = -1e9
 
 
 @keras.saving.register_keras_serializable(package="recsys")
-class NextItemModel(keras.Model):
+class NextItemModel(DistributionSafeMixin, keras.Model):
     """A GPT-2 backbone over item ids plus a `RankingHead` tied to its token embeddings.
+
+    With `DistributionSafeMixin` it trains under `MirroredStrategy` and
+    `MultiWorkerMirroredStrategy`; its `compute_loss` scales the loss for the replicas itself.
 
     Args:
         backbone: `keras_hub.models.GPT2Backbone` whose vocabulary is the item vocabulary.
@@ -106,13 +110,18 @@ class NextItemModel(keras.Model):
         return {OUTPUT: hidden}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean `next_item_loss` over the positions with a target (`y` as `y_pred`: a dict)."""
+        """Mean `next_item_loss` over the positions with a target (`y` as `y_pred`: a dict).
+
+        Under a distribution strategy this is the replica's share of the mean over the global
+        batch's positions (`replica_mean`), so the replicas' summed gradients equal one
+        device's gradients on the whole batch.
+        """
         losses = next_item_loss(
             self, y[OUTPUT], y_pred[OUTPUT], self.num_negatives, training=training
         )
-        loss = ops.mean(losses)
+        loss = replica_mean(losses)
         if self.losses:
-            loss = loss + ops.sum(self.losses)
+            loss = loss + replica_share(ops.sum(self.losses))
         return loss
 
     def set_item_text(self, embeddings, warm):

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from recsys.distributed_model import DistributionSafeModel
 from recsys.heads import ClassificationHead
 from recsys.objectives import Objective
 from recsys.tasks.buy_probability import TextEncoder
@@ -200,8 +201,10 @@ def build_model(
         freeze_backbone: bool. Train the head only.
 
     Returns:
-        A `keras.Model` taking `{"token_ids", "padding_mask", "segment_ids"}` (the output of
-        `TextClassificationPreprocessor`) and returning `{"class_logits": [N, C]}` (float32).
+        A `DistributionSafeModel` (a functional `keras.Model` that trains under
+        `tf.distribute` strategies) taking `{"token_ids", "padding_mask", "segment_ids"}` (the
+        output of `TextClassificationPreprocessor`) and returning `{"class_logits": [N, C]}`
+        (float32).
         Its layers `text_encoder` and `classification_head` are used separately by the
         frozen-backbone training mode.
 
@@ -221,7 +224,7 @@ def build_model(
     inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in TEXT_INPUTS}
     logits = head(encoder(inputs))
     name = "multi_label_classifier" if multi_label else "text_classifier"
-    return keras.Model(inputs=inputs, outputs={OUTPUT: logits}, name=name)
+    return DistributionSafeModel(inputs=inputs, outputs={OUTPUT: logits}, name=name)
 
 
 @keras.saving.register_keras_serializable(package="recsys")

@@ -35,8 +35,14 @@ print("FIT_OK")
 
 def _run(kind):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-c", _SCRIPT, kind], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", _SCRIPT, kind],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def test_boolean_inputs_under_mirrored_fail_with_keras_model_and_work_with_the_fix():
@@ -51,7 +57,32 @@ def test_keras_still_has_the_code_the_fixes_work_around():
 
     build = inspect.getsource(trainer.TensorFlowTrainer._maybe_symbolic_build)
     assert 'reduce(\n                        "MEAN"' in build or '"MEAN"' in build, (
-        "Keras no longer averages the first batch; re-check DistributionSafeModel")
+        "Keras no longer averages the first batch; re-check DistributionSafeModel"
+    )
     reduce = inspect.getsource(trainer.reduce_per_replica)
     assert 'strategy.reduce("MEAN", v, axis=0)' in reduce, (
-        "Keras changed its multi-worker log reduction; re-check DistributionSafeModel")
+        "Keras changed its multi-worker log reduction; re-check DistributionSafeModel"
+    )
+
+
+def test_functional_and_subclassed_task_models_all_get_the_fixes_in_one_process():
+    """Building a functional `DistributionSafeModel` makes Keras swap `Functional` into its
+    class's bases; the subclassed ranker uses the mixin, so it still builds afterwards."""
+    import keras
+
+    from recsys.backbones import tiny_bert
+    from recsys.distributed_model import DistributionSafeMixin, DistributionSafeModel
+    from recsys.tasks import buy_probability, ranking, text_classification
+
+    x = keras.Input((2,))
+    DistributionSafeModel(inputs=x, outputs=keras.layers.Dense(1)(x))
+    backbone, _ = tiny_bert(sequence_length=8)
+    models = [
+        buy_probability.build_model(backbone, hidden_dim=4),
+        text_classification.build_model(backbone, num_classes=2),
+        ranking.build_model(
+            num_items=12, sequence_length=4, num_layers=1, num_heads=1, hidden_dim=4
+        ),
+    ]
+    for model in models:
+        assert isinstance(model, DistributionSafeMixin), type(model)
