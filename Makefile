@@ -6,9 +6,16 @@ STAMP := $(VENV)/.stamp-install
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install chromium clean
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+# Headless Chromium for the web page's browser test (Debian's package, driven by Playwright;
+# a browser download of Playwright's own cannot work offline). Installed only when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	  echo "warning: could not install chromium (apt-get install -y chromium); the browser test will be skipped"
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +28,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/recsys demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)

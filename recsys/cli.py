@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     demo = sub.add_parser("demo", help="run the whole store on synthetic data")
-    demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    demo.add_argument("--out", default="demo", help="output folder (default: demo)")
     demo.add_argument("--no-serve", action="store_true", help="do not start the service")
 
     data = sub.add_parser("data", help="generate or check data files")

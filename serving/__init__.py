@@ -53,7 +53,7 @@ def create_app(test_config=None):
     """
     from flask import Flask
 
-    from serving import api, auth, errors, metrics, model_store
+    from serving import api, auth, errors, metrics, model_store, page
 
     app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
@@ -71,4 +71,5 @@ def create_app(test_config=None):
     model_store.init_app(app)
     app.register_blueprint(api.ops)
     app.register_blueprint(api.bp)
+    page.init_app(app)  # the web page at `/` and the shopper endpoints it reads
     return app

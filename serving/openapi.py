@@ -3,8 +3,8 @@
 Schemas are JSON Schema 2020-12 (as OpenAPI 3.1 uses), so a test validates real responses
 against them with `jsonschema`; keep them strict (`additionalProperties: false`).
 
->>> sorted(document()["paths"])[:3]
-['/healthz', '/metrics', '/openapi.json']
+>>> sorted(document()["paths"])[:4]
+['/', '/healthz', '/metrics', '/openapi.json']
 """
 
 from __future__ import annotations
@@ -267,6 +267,44 @@ SCHEMAS = {
         },
         ["model", "version", "predictions"],
     ),
+    "UserList": _obj(
+        {
+            "users": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "id": _STR,
+                        "events": {"type": "integer", "minimum": 1},
+                        "last_seen": {"type": "string", "format": "date-time"},
+                    },
+                    ["id", "events", "last_seen"],
+                ),
+            },
+            "total": {"type": "integer", "minimum": 0},
+        },
+        ["users", "total"],
+    ),
+    "UserHistory": _obj(
+        {
+            "id": _STR,
+            "history": {
+                "type": "array",
+                "maxItems": schema.MAX_HISTORY,
+                "description": "The shopper's events, most recent first.",
+                "items": _obj(
+                    {
+                        "id": _STR,
+                        "event": {"enum": list(schema.EVENT_TYPES)},
+                        "timestamp": {"type": "string", "format": "date-time"},
+                        "title": {"type": ["string", "null"]},
+                        "category": {"type": ["string", "null"]},
+                    },
+                    ["id", "event", "timestamp", "title", "category"],
+                ),
+            },
+        },
+        ["id", "history"],
+    ),
     "PredictRequest": {
         "type": "object",
         "description": "TensorFlow Serving's REST predict body: `instances` or `inputs`.",
@@ -320,6 +358,15 @@ def _name_param(name, description):
         "required": True,
         "schema": _STR,
         "description": description,
+    }
+
+
+def _limit_param(maximum, default):
+    return {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
     }
 
 
@@ -407,6 +454,31 @@ def document() -> dict:
                     _name_param("name", "The model's name."),
                     _name_param("version", "A positive integer."),
                 ],
+            },
+            "/": {
+                "get": {
+                    "summary": "The web page (HTML; its script uses this API)",
+                    "security": [],
+                    "responses": {"200": {"description": "Page", "content": {"text/html": {}}}},
+                }
+            },
+            "/v1/users": {
+                "get": {
+                    "summary": "Shoppers of the server's events table (RECSYS_EVENTS), "
+                    "most recently active first",
+                    "parameters": [_limit_param(1000, 50)],
+                    "responses": {"200": {"description": "OK", **_json("UserList")}, **_ERRORS},
+                }
+            },
+            "/v1/users/{user_id}": {
+                "get": {
+                    "summary": "One shopper's recent events with product titles",
+                    "parameters": [
+                        _name_param("user_id", "A user id of the events table."),
+                        _limit_param(schema.MAX_HISTORY, 20),
+                    ],
+                    "responses": {"200": {"description": "OK", **_json("UserHistory")}, **_ERRORS},
+                }
             },
             "/v1/score": _post("Buy probabilities", "ScoreRequest", "ScoreResponse"),
             "/v1/recommend": _post("Top-K products", "RecommendRequest", "RecommendResponse"),

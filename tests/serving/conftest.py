@@ -98,10 +98,10 @@ class Server:
                     continue
                 raise AssertionError(f"recsys serve exited {self.proc.returncode}:\n{self.tail()}")
             try:
-                if requests.get(self.url + "/readyz", timeout=2).status_code == status:
+                if requests.get(self.url + "/readyz", timeout=5).status_code == status:
                     return self
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or too busy loading models to answer in time
             time.sleep(0.25)
         raise AssertionError(f"recsys serve was not ready in {timeout} s:\n{self.tail()}")
 
