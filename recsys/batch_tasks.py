@@ -224,6 +224,17 @@ def _require_ids(values, start, path, name):
             raise DataError(f"empty value; every row needs a {name}", path, name, start + i)
 
 
+def _refuse_repeats(values, seen, start, path, name, hint):
+    """Raises on the first value already in `seen` (which collects the values)."""
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        key = value.strip()
+        if key in seen:
+            raise DataError(f"duplicate {name}; {hint}", path, name, start + i, key)
+        seen.add(key)
+
+
 def _id_lists(column, path, name):
     """A history column as lists of str: a list column, or ids separated by spaces."""
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
@@ -269,12 +280,15 @@ def _users_table(path, catalog, options, staging_dir):
     has_events = "history_events" in columns
     known = None if catalog is None else set(catalog.to_pylist())
     wanted = ["user_id", "history"] + (["history_events"] if has_events else [])
-    unknown, first, rows = 0, None, 0
+    unknown, first, rows, seen = 0, None, 0, set()
     for start, table in chunks(stream, wanted, CHECK_ROWS):
         rows = start + table.num_rows
-        _require_ids(
-            _strings(table.column("user_id"), str(path), "user_id"), start, path, "user_id"
-        )
+        user_ids = _strings(table.column("user_id"), str(path), "user_id")
+        _require_ids(user_ids, start, path, "user_id")
+        _refuse_repeats(
+            user_ids, seen, start, str(path), "user_id",
+            "each user must appear once, with their whole history on one row",
+        )  # fmt: skip
         histories = _id_lists(table.column("history"), str(path), "history")
         if has_events:
             events = _id_lists(table.column("history_events"), str(path), "history_events")
@@ -370,9 +384,16 @@ def _plan_classify(card, model_dir, path, options):
         stream.require([id_column], "--id-column")
     elif "product_id" in stream.columns:
         id_column = "product_id"
-    rows = 0
-    for start, table in chunks(stream, text_columns, CHECK_ROWS):
+    rows, seen = 0, set()
+    wanted = text_columns + [c for c in [id_column] if c is not None and c not in text_columns]
+    for start, table in chunks(stream, wanted, CHECK_ROWS):
         rows = start + table.num_rows
+        if id_column is not None:  # the output's rows are told apart by it
+            _refuse_repeats(
+                _strings(table.column(id_column), str(path), id_column), seen, start, str(path),
+                id_column, "the id column must tell the rows apart (or leave out --id-column: "
+                "the output then numbers the rows)",
+            )  # fmt: skip
         texts = _join_texts(table, text_columns, str(path))
         for i, text in enumerate(texts):
             if not text:

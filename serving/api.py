@@ -7,6 +7,7 @@ it (`serving.predictors`, `serving.tfserving`) and shapes the response, in that 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from recsys import store as store_lib
 from serving import model_store, schemas, tfserving
@@ -18,6 +19,13 @@ ops = Blueprint("ops", __name__)
 
 
 def _body():
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit:
+        # A chunked body: Werkzeug cuts it at the limit without a word, so read one byte more.
+        data = request.environ["wsgi.input"].read(limit + 1)
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+        return schemas.load_json(data)
     return schemas.load_json(request.get_data(cache=False))
 
 

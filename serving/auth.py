@@ -1,4 +1,6 @@
-"""API keys: `Authorization: Bearer <key>` on every endpoint except the health checks.
+"""API keys: `Authorization: Bearer <key>` on every endpoint except the health checks and the
+web page (`/` and its files under `/static/`, which hold no data; the page asks for a key and
+sends it with its API calls).
 
 Keys come from `RECSYS_API_KEYS` (comma-separated) and/or `RECSYS_API_KEYS_FILE` (one key per
 line, `#` comments). With no key configured, authentication is off and the service says so at
@@ -21,7 +23,8 @@ from flask import request
 from serving.errors import ApiError
 
 logger = logging.getLogger(__name__)
-OPEN_PATHS = ("/healthz", "/readyz")
+OPEN_PATHS = ("/healthz", "/readyz", "/")
+OPEN_PREFIXES = ("/static/",)
 
 
 def parse_keys(value) -> tuple:
@@ -74,7 +77,7 @@ def init_app(app):
 
     @app.before_request
     def _require_key():
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return None
         token = bearer_token(request.headers.get("Authorization"))
         if token is None or not key_matches(token, keys):

@@ -4,7 +4,9 @@ Like TensorFlow Serving's batching, a batch closes when it holds `max_batch_size
 `timeout_ms` has passed since its first request, whichever comes first. While the model runs,
 new requests queue up and form the next batch, so batches grow with the load on their own.
 Each batcher owns one daemon thread that starts on the first request and ends after a while
-idle (no thread outlives its model for long, and nothing runs at import).
+idle (no thread outlives its model for long, and nothing runs at import). A batch whose call
+fails is run again one request at a time, so a request that breaks the model fails alone and
+never takes the requests that happened to share its batch with it.
 
 Example:
 >>> batcher = MicroBatcher(lambda items: [sum(x) for x in items], max_batch_size=8)
@@ -97,6 +99,16 @@ class MicroBatcher:
                 self._cond.wait(remaining)
             return batch, rows
 
+    def _run(self, batch):
+        results = self.fn([job.item for job in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(
+                f"Batch function {self.name} returned {len(results)} results "
+                f"for {len(batch)} requests."
+            )
+        for job, result in zip(batch, results, strict=True):
+            job.result = result
+
     def _loop(self):
         while True:
             got = self._next_batch()
@@ -104,17 +116,21 @@ class MicroBatcher:
                 return
             batch, rows = got
             try:
-                results = self.fn([job.item for job in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(
-                        f"Batch function {self.name} returned {len(results)} results "
-                        f"for {len(batch)} requests."
+                self._run(batch)
+            except Exception as e:  # one bad request must not fail the others: run each alone
+                if len(batch) == 1:
+                    batch[0].error = e
+                else:
+                    logger.warning(
+                        "Batch %s of %d requests failed; running them one by one",
+                        self.name,
+                        len(batch),
                     )
-                for job, result in zip(batch, results, strict=True):
-                    job.result = result
-            except Exception as e:  # every request of the batch gets the error
-                for job in batch:
-                    job.error = e
+                    for job in batch:
+                        try:
+                            self._run([job])
+                        except Exception as e:
+                            job.error = e
             if self.on_batch is not None:
                 try:
                     self.on_batch(rows, len(batch))

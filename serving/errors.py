@@ -11,6 +11,7 @@ traceback and answered with a generic 500 that leaks nothing.
 from __future__ import annotations
 
 import logging
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,16 @@ class ApiError(Exception):
 
 
 DRAIN_LIMIT = 16 * 1024 * 1024
+DRAIN_SECONDS = 10.0
 
 
-def drain_request_body(limit=DRAIN_LIMIT) -> bool:
+def drain_request_body(limit=DRAIN_LIMIT, seconds=DRAIN_SECONDS) -> bool:
     """Reads and drops a request body the app refused before reading it (401, 404, 413, ...).
 
     Without this a client still sending its body gets a connection reset instead of the error
-    response. Returns False when the body is larger than `limit` (the connection should close).
+    response. Returns False (the connection should close) when the body is larger than
+    `limit`, or not in within `seconds`: a client trickling a large body must not hold the
+    thread (under gunicorn the socket's timeout bounds each read).
     """
     from flask import request
 
@@ -63,12 +67,25 @@ def drain_request_body(limit=DRAIN_LIMIT) -> bool:
     length = request.content_length
     if stream is None or (length is not None and length > limit):
         return length is None or length <= limit
+    sock = request.environ.get("gunicorn.socket")
+    deadline = time.monotonic() + seconds
     remaining = length if length is not None else limit
-    while remaining > 0:
-        chunk = stream.read(min(1 << 16, remaining))
-        if not chunk:
-            return True
-        remaining -= len(chunk)
+    try:
+        while remaining > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if sock is not None:
+                sock.settimeout(left)
+            chunk = stream.read(min(1 << 16, remaining))
+            if not chunk:
+                return True
+            remaining -= len(chunk)
+    except OSError:  # timed out, or the client went away
+        return False
+    finally:
+        if sock is not None:
+            sock.settimeout(None)
     return length is not None
 
 

@@ -2,20 +2,26 @@
 
     gunicorn -c serving/gunicorn.conf.py 'serving:create_app()'     (or: recsys serve)
 
-Workers are threaded (`gthread`): the threads of one worker share its models, and concurrent
-requests to one model are coalesced into one call (serving/batching.py). The app is not
-preloaded: TensorFlow and fork do not mix, so each worker loads its own models after the fork.
-This file is read by the gunicorn master; it must not import TensorFlow.
+Workers are threaded: the threads of one worker share its models, and concurrent requests to
+one model are coalesced into one call (serving/batching.py). The worker class is gunicorn's
+`gthread` that reads each request in full on its event loop before a thread takes it
+(serving/workers.py), so slow clients cannot hold the threads; requests not received within
+`RECSYS_READ_TIMEOUT` seconds (30) get a 408. The app is not preloaded: TensorFlow and fork do
+not mix, so each worker loads its own models after the fork. This file is read by the gunicorn
+master; it must not import TensorFlow.
 """
 
 import os
 import shutil
 import tempfile
 
+from serving import workers as _workers
+
 bind = os.environ.get("RECSYS_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("RECSYS_WORKERS", "2"))  # each worker holds its own copy of the models
 threads = int(os.environ.get("RECSYS_THREADS", "8"))
-worker_class = "gthread"
+# plain gthread where the installed gunicorn lacks what the buffering worker builds on
+worker_class = "serving.workers.BufferingThreadWorker" if _workers.supported() else "gthread"
 preload_app = False  # load TensorFlow after the fork, per worker
 timeout = int(os.environ.get("RECSYS_TIMEOUT", "120"))  # workers load models at boot
 graceful_timeout = 30

@@ -20,10 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 from recsys import schema
 from recsys.store import StoreError, check_name
 from serving.errors import ApiError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # recsys.store's rule, matched whole
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +89,17 @@ def _no_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+MAX_JSON_DEPTH = 32  # nested arrays and objects; the deepest valid body is a few levels
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def load_json(body: bytes):
-    """Decodes a request body; NaN and Infinity literals are refused, as JSON has none.
+    """Decodes a request body into plain JSON values that every later step can handle.
+
+    Refused with a 400: a body that is empty, not UTF-8, not JSON, holds NaN or Infinity
+    literals (JSON has none), is nested more than `MAX_JSON_DEPTH` levels, or holds a string
+    with a lone UTF-16 surrogate (`"\\ud800"` is valid JSON, but no valid text; TensorFlow
+    cannot encode it).
 
     >>> load_json(b'{"a": 1}')
     {'a': 1}
@@ -95,15 +107,53 @@ def load_json(body: bytes):
     Traceback (most recent call last):
     ...
     serving.errors.ApiError: The body is not valid JSON: Expecting value: line 1 column 7 (char 6).
+    >>> load_json(b'{"texts": ["\\ud800"]}')
+    Traceback (most recent call last):
+    ...
+    serving.errors.ApiError: The body holds a string with a lone UTF-16 surrogate ('\\ud800'); strings must be valid Unicode text.
     """
     if not body:
         raise ApiError(400, "The body is empty; send a JSON object.", code="invalid_json")
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise ApiError(400, "The body is not UTF-8 text.", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, _too_deep(), code="invalid_json") from None
     except ValueError as e:
         raise ApiError(400, f"The body is not valid JSON: {e}.", code="invalid_json") from None
+    _check_tree(value)
+    return value
+
+
+def _too_deep():
+    return f"The body is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects."
+
+
+def _check_tree(value):
+    """Depth and text checks over a decoded body, without recursion (bodies are untrusted)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                bad = _SURROGATE.search(node).group()
+                raise ApiError(
+                    400,
+                    f"The body holds a string with a lone UTF-16 surrogate ({bad!r}); strings "
+                    "must be valid Unicode text.",
+                    code="invalid_json",
+                )
+            continue
+        if isinstance(node, dict):
+            children = [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(400, _too_deep(), code="invalid_json")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _type_name(value):
@@ -143,15 +193,35 @@ def _list(value, where, lo, hi):
     return value
 
 
+def model_name(name, where="model"):
+    """A model name as the store allows it (no path separators, no leading dot), or a 400.
+
+    >>> model_name("buy")
+    'buy'
+    >>> model_name("../etc")
+    Traceback (most recent call last):
+    ...
+    serving.errors.ApiError: `model`: invalid model name '../etc': use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit.
+    """
+    try:
+        if isinstance(name, str) and _NAME.fullmatch(name):
+            return check_name(name)
+    except StoreError:
+        pass
+    raise ApiError(
+        400,
+        f"`{where}`: invalid model name {name!r:.80}: use 1-64 letters, digits, '_', '-' or "
+        "'.', starting with a letter or digit.",
+        code="invalid_name",
+    )
+
+
 def _model(payload, field="model"):
     name = payload.get(field)
     if name is None:
         return None
     _string(name, field)
-    try:
-        return check_name(name)
-    except StoreError as e:
-        raise ApiError(400, f"`{field}`: {e}") from None
+    return model_name(name, field)
 
 
 def parse_version(value, where="version"):

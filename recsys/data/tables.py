@@ -55,13 +55,39 @@ def _read_parquet(path):
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pandas()
+        table = pq.read_table(path)
     except (pyarrow.ArrowException, OSError) as e:
         raise DataError(
             f"not a readable Parquet file ({type(e).__name__}: {e}); "
             "expected a complete Parquet file (was it truncated?)",
             path=str(path),
         ) from None
+    _refuse_nan(table, path)
+    return table.to_pandas()
+
+
+def _refuse_nan(table, path):
+    """A NaN in a Parquet float column is not a missing value (that is a null): refuse it.
+
+    pandas turns both into NaN, so past this point a NaN would pass for "no value". (pandas
+    itself writes its NaN as null, so files written from pandas are not affected.)
+    """
+    import pyarrow
+    import pyarrow.compute as pc
+
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not pyarrow.types.is_floating(column.type):
+            continue
+        nan = pc.is_nan(column)
+        if pc.any(nan).as_py():
+            row = int(pc.index(nan, True).as_py())
+            raise DataError(
+                "NaN is not a number; expected a finite number, or null for a missing value",
+                path=str(path),
+                column=name,
+                row=row,
+                value="NaN",
+            )
 
 
 def _read_csv(path, sep):

@@ -1,0 +1,90 @@
+"""`recsys train` and `recsys score` killed twice with SIGKILL and started again: training
+resumes from its backup (no epoch runs twice, the final model has every epoch), scoring
+completes with output equal, row by row, to an uninterrupted run's. The full version, with
+five kills at random points each, is bench/kill_restart.py."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+
+import pandas as pd
+
+from bench import kill_restart as kr
+from recsys import store as store_lib
+from recsys.cli import main
+from tests.conftest import tiny_buy_config
+
+EPOCHS = 5
+
+
+def test_training_killed_twice_resumes_and_trains_every_epoch_once(tmp_path, tiny_store_dir):
+    config = tiny_buy_config(
+        tmp_path / "buy.yaml", store_dir=tiny_store_dir, epochs=EPOCHS, early_stopping_patience=None
+    )
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+    targets = iter([1, 3])  # kill once 1 epoch is logged, then once 3 are
+
+    def when(attempt):
+        target = next(targets)
+        return lambda: len(kr.logged_epochs(run_dir)) >= target
+
+    attempts, code = kr.kill_and_restart(
+        kr.train_argv(config, store, run_dir),
+        tmp_path / "train.log",
+        kills=2,
+        when=when,
+        progress=lambda: {"epochs": len(kr.logged_epochs(run_dir))},
+        timeout=600,
+    )
+    log = (tmp_path / "train.log").read_text(errors="replace")
+    assert code == 0, log[-3000:]
+    assert [a["killed"] for a in attempts] == [True, True, False]
+    logged = kr.logged_epochs(run_dir)
+    assert logged == list(range(EPOCHS)), logged  # each epoch once, in order: resumed twice
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["training"]["epochs_run"] == EPOCHS - attempts[1]["progress"]["epochs"]
+    assert store_lib.versions(store, "buy") == [1]
+    assert not list((store / "buy").glob(".tmp-*"))
+
+
+def test_scoring_killed_twice_completes_with_the_uninterrupted_output(fault_models, tmp_path):
+    rng = random.Random(0)
+    words = ["red", "mug", "trail", "shoe", "lamp", "linen", "wool", "desk", "tea"]
+    rows = 30_000
+    texts = tmp_path / "texts.csv"
+    pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(rows)],
+            "text": [" ".join(rng.choices(words, k=4)) for _ in range(rows)],
+        }
+    ).to_csv(texts, index=False)
+    args = ["score", "--model", str(fault_models["classifier"]), "--catalog", str(texts),
+            "--id-column", "item_id", "--part-rows", "1500", "--batch-size", "8",
+            "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "reference")]) == 0
+    out = tmp_path / "killed"
+    started = {}
+
+    def when(attempt):
+        started[attempt] = time.monotonic()
+        if attempt == 0:  # while planning: before the manifest or any part exists
+            return lambda: time.monotonic() - started[0] > 2.0
+        return lambda: len(list(out.glob("part-*.parquet"))) >= 5  # mid-run
+
+    attempts, code = kr.kill_and_restart(
+        [sys.executable, "-m", "recsys.cli", *args, "--out", str(out)],
+        tmp_path / "score.log",
+        kills=2,
+        when=when,
+        progress=lambda: {"parts": len(list(out.glob("part-*.parquet")))},
+        timeout=300,
+    )
+    assert code == 0, (tmp_path / "score.log").read_text(errors="replace")[-3000:]
+    assert [a["killed"] for a in attempts] == [True, True, False]
+    assert attempts[1]["progress"]["parts"] < 20  # the second kill landed mid-run
+    result = kr.compare_outputs(tmp_path / "reference", out)
+    assert result["ok"], result
+    assert result["rows"] == rows
