@@ -19,6 +19,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import uuid
 
 from recsys.schema import MODEL_CARD
@@ -113,6 +114,39 @@ def read_card(version_dir) -> dict:
     return card
 
 
+def remove_stale_tmp(folder) -> list[str]:
+    """Removes the half-written versions (`.tmp-<host>-<pid>-*`) of writers on this host that
+    are gone (killed while publishing); returns their names. Writers on other hosts sharing
+    the store are left alone.
+
+    >>> import tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> (folder / f".tmp-{socket.gethostname()}-999999999-x").mkdir()
+    >>> remove_stale_tmp(folder), list(folder.iterdir())
+    (['.tmp-...-999999999-x'], [])
+    """
+    removed = []
+    prefix = f".tmp-{socket.gethostname()}-"
+    for path in pathlib.Path(folder).glob(".tmp-*"):
+        pid = path.name[len(prefix) :].split("-", 1)[0] if path.name.startswith(prefix) else ""
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name.replace(socket.gethostname(), "...", 1))
+        logger.warning("Removed %s, left by a writer that is gone", path)
+    return removed
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def publish(root, name, write) -> pathlib.Path:
     """Writes a new version with `write(tmp_dir)` and renames it into place atomically.
 
@@ -121,7 +155,8 @@ def publish(root, name, write) -> pathlib.Path:
     """
     folder = pathlib.Path(root) / check_name(name)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".tmp-{uuid.uuid4().hex}"
+    remove_stale_tmp(folder)
+    tmp = folder / f".tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         write(tmp)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import pathlib
 
 logger = logging.getLogger(__name__)
 
@@ -179,19 +181,28 @@ def worker_run_dir(strategy, run_dir):
 
 
 def backup_and_restore(strategy, backup_dir):
-    """`keras.callbacks.BackupAndRestore` into `backup_dir` that, under multi-worker, also checks
-    that every worker resumes at the same epoch.
+    """`keras.callbacks.BackupAndRestore` into `backup_dir` that, under multi-worker, also makes
+    every worker resume at the same epoch.
 
     Each worker restores its own backup (see `worker_run_dir`). All of them save at the end of
     every epoch, after the epoch's last collective step, so after a failure they normally hold
-    the same epoch; a worker killed while saving may be one epoch behind. Workers that resumed
-    at different epochs would run different numbers of steps and hang in a collective, so they
-    compare epochs first (one all-reduce) and stop with an error instead.
+    the same epoch; a worker killed while saving may be one epoch behind the others. Workers
+    that resumed at different epochs would run different numbers of steps and hang in a
+    collective, so they compare epochs first (all-reduces): when some are one epoch ahead,
+    those go back to their previous checkpoint (kept by `double_checkpoint`); any other
+    disagreement stops every worker with an error.
     """
     import keras
     import tensorflow as tf
 
     from recsys.distributed_model import is_multi_worker
+
+    def spread(epoch):
+        """(mean, variance) of `epoch` over the workers."""
+        value = tf.constant([epoch, epoch * epoch])
+        mean = strategy.reduce("MEAN", strategy.run(lambda: tf.identity(value)), axis=None)
+        first, second = (float(v) for v in mean.numpy())
+        return first, max(second - first * first, 0.0)
 
     class _BackupAndRestore(keras.callbacks.BackupAndRestore):
         def on_train_begin(self, logs=None):
@@ -199,17 +210,39 @@ def backup_and_restore(strategy, backup_dir):
             if not is_multi_worker(strategy):
                 return
             epoch = float(self.model._initial_epoch or 0)
-            value = tf.constant([epoch, epoch * epoch])
-            mean = strategy.reduce("MEAN", strategy.run(lambda: tf.identity(value)), axis=None)
-            first, second = (float(v) for v in mean.numpy())
-            if abs(second - first * first) > 1e-6:  # the epochs' variance across workers
+            mean, variance = spread(epoch)
+            if variance > 1e-6:
+                behind = math.floor(mean)
+                share = mean - behind  # epochs in {behind, behind + 1}: variance share(1-share)
+                if abs(variance - share * (1 - share)) < 1e-6 and epoch == behind + 1:
+                    epoch = self._step_back(behind)
+                mean, variance = spread(epoch)
+            if variance > 1e-6:
                 raise RuntimeError(
                     f"The workers' BackupAndRestore checkpoints hold different epochs (this "
-                    f"worker: {int(epoch)}, mean over workers: {first:g}), so they cannot resume "
+                    f"worker: {int(epoch)}, mean over workers: {mean:g}), so they cannot resume "
                     f"together. Delete the `backup` directories of all workers to start over. "
                     f"This worker's: {backup_dir}"
                 )
             logger.info("All workers start at epoch %d", int(epoch))
+
+        def _step_back(self, target):
+            """Loads the previous checkpoint if it is at epoch `target`; returns the epoch."""
+            path = pathlib.Path(self._prev_training_metadata_path)
+            if not path.is_file() or json.loads(path.read_text())["epoch"] != target:
+                return float(self.model._initial_epoch or 0)
+            import shutil
+
+            shutil.copyfile(self._prev_weights_path, self._weights_path)  # Keras wants .weights.h5
+            shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
+            self.model.load_weights(self._weights_path)
+            self.model._initial_epoch = target
+            logger.warning(
+                "This worker's backup is one epoch ahead of another worker's; resuming all "
+                "from epoch %d with this worker's previous checkpoint",
+                target,
+            )
+            return float(target)
 
     return _BackupAndRestore(str(backup_dir), double_checkpoint=True)
 

@@ -71,7 +71,7 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
     config = load_config(config_path, overrides)  # bad configs fail before TensorFlow loads
     import keras
 
-    from training import distribute, tasks
+    from training import distribute, restart, tasks
 
     logger.info("Config: %s", config.to_dict())
     strategy_name, strategy = distribute.make_strategy(config.train.strategy)  # before any op
@@ -81,6 +81,13 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
     keras.utils.set_random_seed(config.train.seed)
     distribute.set_precision(distribute.resolve_precision(config.train.precision, strategy_name))
     adapter = tasks.adapter(config.task)
+    # A one-process run that was killed may already have trained, or even published.
+    state = None if strategy_name == "multi_worker" else restart.RunState(run_dir)
+    done = state.published(store, config.name) if state and export else None
+    if done is not None:
+        print(f"Published {config.name} version {done.name}: {done} (by an earlier attempt)")
+        state.finish()
+        return 0
 
     started = time.perf_counter()
     data = _prepare(adapter, config, run_dir)
@@ -103,44 +110,57 @@ def run(config_path, overrides=(), store="saved_models", run_dir=None, export=Tr
     val_ds = adapter.dataset(data, "validation", preprocessor, global_batch, config, model=model)
     verbose = 1 if sys.stdout.isatty() else 2
     monitor, mode = adapter.monitor(config)
-    fit_started = time.perf_counter()
-    # Workers must run the same number of steps: fix the epoch length under multi-worker.
-    steps_per_epoch = config.train.steps_per_epoch or (
-        steps if strategy_name == "multi_worker" else None
-    )
-    history = fit_model.fit(
-        train_ds.repeat() if steps_per_epoch else train_ds,
-        validation_data=val_ds,
-        epochs=config.train.epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=_task_callbacks(adapter, config, data, model, run_dir)
-        + _callbacks(
-            strategy, run_dir, monitor, mode, config.train.early_stopping_patience, verbose
-        ),
-        verbose=verbose,
-    )
-    fit_seconds = time.perf_counter() - fit_started
-    plot_training_curves(history.history, run_dir / "training_curves.png")
+    fitted = state.fitted() if state else None
+    if fitted is not None:  # an earlier attempt finished the fit, then was killed
+        state.load_fitted(fit_model, val_ds)
+    else:
+        fit_started = time.perf_counter()
+        # Workers must run the same number of steps: fix the epoch length under multi-worker.
+        steps_per_epoch = config.train.steps_per_epoch or (
+            steps if strategy_name == "multi_worker" else None
+        )
+        history = fit_model.fit(
+            train_ds.repeat() if steps_per_epoch else train_ds,
+            validation_data=val_ds,
+            epochs=config.train.epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=_task_callbacks(adapter, config, data, model, run_dir)
+            + _callbacks(
+                strategy, run_dir, monitor, mode, config.train.early_stopping_patience, verbose
+            ),
+            verbose=verbose,
+        ).history
+        fitted = {
+            "epochs_run": len(history.get("loss", [])),
+            "fit_seconds": round(time.perf_counter() - fit_started, 1),
+            "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+        }
+        if state:
+            state.save_fitted(fit_model, fitted)
+    plot_training_curves(fitted["history"], run_dir / "training_curves.png")
     report = adapter.evaluate(model, preprocessor, data, config, run_dir)
     report["training"] = {
-        "epochs_run": len(history.history.get("loss", [])),
-        "fit_seconds": round(fit_seconds, 1),
+        "epochs_run": fitted["epochs_run"],
+        "fit_seconds": fitted["fit_seconds"],
         "train_examples": data.train_size,
         "global_batch": global_batch,
         "strategy": strategy_name,
         "replicas": strategy.num_replicas_in_sync,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": fitted["history"],
     }
     write_json(run_dir / "report.json", report)
     logger.info("Report: %s", run_dir / "report.json")
     print(f"Evaluation: {report['headline']}")
     if export and distribute.is_chief(strategy):
-        path = _publish(adapter, model, preprocessor, data, config, report, store)
+        run_id = state.run_id if state else None
+        path = _publish(adapter, model, preprocessor, data, config, report, store, run_id)
         print(f"Published {config.name} version {path.name}: {path}")
+    if state:
+        state.finish()
     return 0
 
 
-def _publish(adapter, model, preprocessor, data, config, report, store_root):
+def _publish(adapter, model, preprocessor, data, config, report, store_root, run_id=None):
     from recsys.export import write_model_card
 
     def write(tmp):
@@ -157,6 +177,7 @@ def _publish(adapter, model, preprocessor, data, config, report, store_root):
                 "signatures": signatures,
                 "metrics": report.get("test", {}),
                 "headline_metrics": report["headline"],
+                **({"run_id": run_id} if run_id else {}),
                 **adapter.card_extras(data, config),
             },
         )

@@ -50,6 +50,58 @@ def test_training_killed_twice_resumes_and_trains_every_epoch_once(tmp_path, tin
     assert not list((store / "buy").glob(".tmp-*"))
 
 
+def test_training_killed_after_fit_and_while_publishing_neither_retrains_nor_publishes_twice(
+    tmp_path, tiny_store_dir
+):
+    config = tiny_buy_config(
+        tmp_path / "buy.yaml", store_dir=tiny_store_dir, epochs=2, early_stopping_patience=None
+    )
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+
+    def when(attempt):
+        if attempt == 0:  # the fit is over and kept; evaluation or export under way
+            return lambda: (run_dir / "fitted" / "fit.json").is_file()
+        return lambda: any((store / "buy").glob(".tmp-*"))  # half-written version
+
+    attempts, code = kr.kill_and_restart(
+        kr.train_argv(config, store, run_dir),
+        tmp_path / "train.log",
+        kills=2,
+        when=when,
+        progress=lambda: {"epochs": len(kr.logged_epochs(run_dir))},
+        timeout=600,
+    )
+    log = (tmp_path / "train.log").read_text(errors="replace")
+    assert code == 0, log[-3000:]
+    assert [a["killed"] for a in attempts] == [True, True, False]
+    assert kr.logged_epochs(run_dir) == [0, 1]  # the restarts loaded the fit, not retrained
+    assert store_lib.versions(store, "buy") == [1]
+    assert not list((store / "buy").glob(".tmp-*"))  # the killed writer's folder is removed
+    card = store_lib.read_card(store / "buy" / "1")
+    assert not (run_dir / "run_id").exists() and not (run_dir / "fitted").exists()
+    # Started again after it finished, the same command trains and publishes a new version.
+    assert main(kr.train_argv(config, store, run_dir)[3:]) == 0
+    assert store_lib.versions(store, "buy") == [1, 2]
+    assert store_lib.read_card(store / "buy" / "2")["run_id"] != card["run_id"]
+
+
+def test_a_run_whose_version_landed_before_the_kill_publishes_nothing_more(
+    tmp_path, tiny_store_dir
+):
+    from training import restart
+
+    config = tiny_buy_config(tmp_path / "buy.yaml", store_dir=tiny_store_dir, epochs=1)
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+    assert main(kr.train_argv(config, store, run_dir)[3:]) == 0
+    # As if killed between the rename into place and forgetting the run: its id is still there.
+    (run_dir / "run_id").write_text(store_lib.read_card(store / "buy" / "1")["run_id"])
+    assert restart.RunState(run_dir).published(store, "buy") == store / "buy" / "1"
+    assert main(kr.train_argv(config, store, run_dir)[3:]) == 0
+    assert store_lib.versions(store, "buy") == [1]
+    assert kr.logged_epochs(run_dir) == [0]  # and it did not train again
+    assert not (run_dir / "run_id").exists()
+
+
 def test_scoring_killed_twice_completes_with_the_uninterrupted_output(fault_models, tmp_path):
     rng = random.Random(0)
     words = ["red", "mug", "trail", "shoe", "lamp", "linen", "wool", "desk", "tea"]

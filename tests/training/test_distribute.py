@@ -406,19 +406,24 @@ def test_a_killed_worker_and_its_peer_resume_from_their_backups(tmp_path, tiny_s
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
+    # Killed before saving its epoch, the worker may be one epoch behind the chief; then the
+    # chief goes back to its previous checkpoint and that one epoch runs again on both.
+    redone = "one epoch ahead" in outputs[0]
     for directory in (run_dir, run_dir / "worker-1"):  # the chief's log, then the worker's
         logged = _epochs_logged(directory)
-        assert sorted(logged) == list(range(epochs)), f"{directory}: epochs {logged}"
+        assert sorted(set(logged)) == list(range(epochs)), f"{directory}: epochs {logged}"
+        assert len(logged) - len(set(logged)) <= (1 if redone else 0), logged
     report = json.loads((run_dir / "report.json").read_text())
     assert report["training"]["strategy"] == "multi_worker"
-    assert report["training"]["epochs_run"] == epochs - len(killed_after)
+    assert report["training"]["epochs_run"] == epochs - len(killed_after) + (1 if redone else 0)
     assert (store / "ranker" / "1" / "saved_model.pb").is_file()
     assert not (store / "ranker" / "2").exists()  # only the chief publishes
 
 
 def test_workers_whose_backups_disagree_stop_instead_of_hanging(tmp_path, tiny_store_dir):
     """A worker killed while saving may hold an older backup than its peer; resuming would
-    run different numbers of steps and hang in a collective, so both stop with an error."""
+    run different numbers of steps and hang in a collective. A worker one epoch ahead goes back
+    to its previous checkpoint; when it has none (here), both stop with an error."""
     from tests.training.test_train_rank import tiny_rank_config
 
     config = tiny_rank_config(tmp_path / "rank.yaml", data={"path": str(tiny_store_dir)})
@@ -429,3 +434,52 @@ def test_workers_whose_backups_disagree_stop_instead_of_hanging(tmp_path, tiny_s
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode != 0 and "hold different epochs" in out, out[-3000:]
+
+
+def test_a_worker_one_epoch_ahead_steps_back_so_both_resume_together(tmp_path, tiny_store_dir):
+    """Both workers stopped after epoch 2; worker 1's backup is then rolled back to epoch 1,
+    as when it is killed before saving. On restart the chief goes back to its previous
+    checkpoint (epoch 1) and both finish."""
+    import shutil
+    import signal
+    import time
+
+    from tests.training.test_train_rank import tiny_rank_config
+
+    epochs = 4
+    config = tiny_rank_config(
+        tmp_path / "rank.yaml",
+        data={"path": str(tiny_store_dir)},
+        epochs=epochs,
+        steps_per_epoch=20,
+        early_stopping_patience=None,
+    )
+    store, run_dir = tmp_path / "store", tmp_path / "run"
+    procs = _start_workers(config, store, run_dir)
+    worker_dir = run_dir / "worker-1"
+    deadline = time.monotonic() + 300
+    while (
+        min(len(_epochs_logged(run_dir)), len(_epochs_logged(worker_dir))) < 2
+        and all(p.poll() is None for p in procs)
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    for proc in procs:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    chief_epoch = json.loads((run_dir / "backup" / "training_metadata.json").read_text())
+    assert chief_epoch["epoch"] >= 2
+    backup = worker_dir / "backup"
+    for name in ("latest.weights.h5", "training_metadata.json"):  # one epoch behind the chief
+        shutil.copy(backup / f"{name}.bkp", backup / name)
+    behind = json.loads((backup / "training_metadata.json").read_text())["epoch"]
+    if behind != chief_epoch["epoch"] - 1:
+        pytest.skip(f"the kill did not leave the backups at epochs n, n: {chief_epoch}, {behind}")
+    procs = _start_workers(config, store, run_dir)
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out[-3000:]
+    assert "one epoch ahead" in outputs[0], outputs[0][-3000:]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["training"]["epochs_run"] == epochs - behind
+    assert (store / "ranker" / "1" / "saved_model.pb").is_file()
