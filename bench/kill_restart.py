@@ -194,9 +194,14 @@ def train_job(work, kills, seed, epochs=10, reference=True):
     per_epoch = (span - fixed) / epochs
 
     def delay(attempt):  # anywhere in what is left of the job, start-up included
-        # without a backup a restart begins at epoch 0 (also once `fit` has ended: Keras
-        # deletes the backup then)
-        done = len(lineage(logged_epochs(run_dir))) if (run_dir / "backup").exists() else 0
+        # a restart resumes from the backup during `fit`, skips `fit` once it has ended (the
+        # weights are kept in `fitted/`), and begins at epoch 0 otherwise
+        if (run_dir / "fitted" / "fit.json").exists():
+            done = epochs
+        elif (run_dir / "backup").exists():
+            done = len(lineage(logged_epochs(run_dir)))
+        else:
+            done = 0
         return rng.uniform(1.0, 0.9 * (fixed + per_epoch * (epochs - done)))
 
     attempts, code = kill_and_restart(
