@@ -12,8 +12,8 @@ could publish a second version. `RunState` closes those windows for one-process 
 
 >>> import pathlib, tempfile
 >>> state = RunState(pathlib.Path(tempfile.mkdtemp()))
->>> state.run_id == RunState(state.run_dir).run_id, state.fitted() is None
-(True, True)
+>>> state.run_id, state.fitted(), state._new_id() == RunState(state.run_dir).run_id
+(None, None, True)
 """
 
 from __future__ import annotations
@@ -39,18 +39,24 @@ class RunState:
         self.run_dir = pathlib.Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "run_id"
-        if not path.is_file():
+        self.run_id = path.read_text().strip() if path.is_file() else None
+
+    def _new_id(self):
+        """Gives the run its id once it has something to keep (a run that fails on its
+        input leaves nothing behind)."""
+        if self.run_id is None:
             tmp = self.run_dir / f".run_id.{os.getpid()}.tmp"
             tmp.write_text(uuid.uuid4().hex)
-            os.replace(tmp, path)
-        self.run_id = path.read_text().strip()
+            os.replace(tmp, self.run_dir / "run_id")
+            self.run_id = (self.run_dir / "run_id").read_text().strip()
+        return self.run_id
 
     def published(self, store_root, name):
         """The version directory this run already published under `name`, or None."""
         from recsys import store
 
         folder = pathlib.Path(store_root) / name
-        if not folder.is_dir():
+        if self.run_id is None or not folder.is_dir():
             return None
         for version in store.versions(store_root, name):
             try:
@@ -63,6 +69,7 @@ class RunState:
 
     def save_fitted(self, model, summary):
         """Keeps the trained weights and the fit's summary (history, epochs, seconds)."""
+        self._new_id()
         target = self.run_dir / FITTED
         tmp = self.run_dir / f".{FITTED}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -89,3 +96,4 @@ class RunState:
         (self.run_dir / FITTED / SUMMARY).unlink(missing_ok=True)  # the marker goes first
         shutil.rmtree(self.run_dir / FITTED, ignore_errors=True)
         (self.run_dir / "run_id").unlink(missing_ok=True)
+        self.run_id = None
