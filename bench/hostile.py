@@ -162,19 +162,14 @@ def _short(value):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--store", help="a model store with buy, ranker and categories")
-    source.add_argument("--make-models", metavar="DIR", help="build tiny real exports in DIR/store")
+    rel.add_store_arguments(parser)
     parser.add_argument("--examples", type=int, default=100, help="cases per operation and mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--log-dir")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    if args.make_models:
-        args.store = str(pathlib.Path(args.make_models) / "store")
-        if not pathlib.Path(args.store).exists():
-            rel.make_models(args.store)
+    rel.resolve_store(args)
     work = pathlib.Path(args.log_dir or tempfile.mkdtemp(prefix="hostile-"))
     work.mkdir(parents=True, exist_ok=True)
     key = "hostile-bench-key-0123456789"
@@ -197,10 +192,7 @@ def main(argv=None) -> int:
         "unhandled_errors_in_log": log.count("Unhandled error"),
         "key_in_log": key in log,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        pathlib.Path(args.out).write_text(text)
+    rel.emit(result, args.out)
     bad = result["failures"] or result["unhandled_errors_in_log"] or result["key_in_log"]
     return 1 if bad or not result["ready_at_end"] else 0
 

@@ -108,6 +108,33 @@ def make_models(root, products=120, users=80, seed=0):
     return ids
 
 
+def add_store_arguments(parser):
+    """`--store DIR` or `--make-models DIR` (tiny real exports in DIR/store), one required."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", help="a model store with buy, ranker and categories")
+    source.add_argument("--make-models", metavar="DIR", help="build tiny real exports in DIR/store")
+
+
+def resolve_store(args):
+    """Sets `args.store`, building the tiny models first when `--make-models` names a new DIR."""
+    if args.make_models:
+        args.store = str(pathlib.Path(args.make_models) / "store")
+        if not pathlib.Path(args.store).exists():
+            make_models(args.store)
+
+
+def emit(result, out=None, checks=None) -> int:
+    """Prints `result` as JSON (also into `out`); returns 1 when any of `checks` failed."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        pathlib.Path(out).write_text(text)
+    failed = [k for k, ok in (checks or {}).items() if not ok]
+    if failed:
+        print(f"FAILED: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def catalog_ids(store_root, name="buy"):
     import pandas as pd
 

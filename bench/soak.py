@@ -226,9 +226,7 @@ def markdown(result) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--store", help="a model store with buy, ranker and categories")
-    source.add_argument("--make-models", metavar="DIR", help="build tiny real exports in DIR/store")
+    rel.add_store_arguments(parser)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (600)")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-requests", type=int, default=2_000_000, help="bound on requests")
@@ -240,21 +238,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
-    if args.make_models:
-        args.store = str(pathlib.Path(args.make_models) / "store")
-        if not pathlib.Path(args.store).exists():
-            rel.make_models(args.store)
+    rel.resolve_store(args)
     result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        pathlib.Path(args.out).write_text(text)
+    code = rel.emit(result, args.out, result["checks"])
     if args.markdown:
         print(markdown(result))
-    failed = [k for k, ok in result["checks"].items() if not ok]
-    if failed:
-        print(f"FAILED: {failed}", file=sys.stderr)
-    return 1 if failed else 0
+    return code
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import re
@@ -145,9 +144,7 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--store", help="a model store with buy, ranker and categories")
-    source.add_argument("--make-models", metavar="DIR", help="build tiny real exports in DIR/store")
+    rel.add_store_arguments(parser)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=90.0)
     parser.add_argument("--kill-at", type=float, default=30.0)
@@ -155,19 +152,9 @@ def main(argv=None) -> int:
     parser.add_argument("--log-dir")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    if args.make_models:
-        args.store = str(pathlib.Path(args.make_models) / "store")
-        if not pathlib.Path(args.store).exists():
-            rel.make_models(args.store)
+    rel.resolve_store(args)
     result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        pathlib.Path(args.out).write_text(text)
-    failed = [k for k, ok in result["checks"].items() if not ok]
-    if failed:
-        print(f"FAILED: {failed}", file=sys.stderr)
-    return 1 if failed else 0
+    return rel.emit(result, args.out, result["checks"])
 
 
 if __name__ == "__main__":
