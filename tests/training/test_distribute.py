@@ -4,12 +4,14 @@ and restarted), strategy and precision resolution, mixed precision, the TPU reso
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 from unittest import mock
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, TINY_BERT, tiny_buy_config
 from training import distribute
@@ -125,40 +127,16 @@ def test_tpu_path_uses_the_cluster_resolver(monkeypatch):
     initialise.assert_called_once_with(resolver)
 
 
-def test_mirrored_over_two_cpu_replicas_trains_and_exports(tmp_path, tiny_store_dir):
-    config = tiny_buy_config(tmp_path / "buy.yaml", store_dir=tiny_store_dir, epochs=3)
-    single = _train(config, tmp_path / "store1", tmp_path / "run1", _env())
-    mirrored = _train(
-        config,
-        tmp_path / "store2",
-        tmp_path / "run2",
-        _env(RECSYS_CPU_REPLICAS="2"),
-        "train.strategy=mirrored",
-    )
-    for proc in (single, mirrored):
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out[-3000:]
-    report = json.loads((tmp_path / "run2" / "report.json").read_text())
-    assert report["training"]["replicas"] == 2 and report["training"]["strategy"] == "mirrored"
-    assert report["training"]["global_batch"] == 2 * 16
-    losses = report["training"]["history"]["loss"]
-    assert losses[-1] < losses[0]
-    cards = [
-        json.loads(p.read_text())
-        for p in (
-            tmp_path / "store1/buy/1/model_card.json",
-            tmp_path / "store2/buy/1/model_card.json",
-        )
-    ]
-    assert cards[0]["signatures"] == cards[1]["signatures"]
-    assert _signatures(tmp_path / "store1/buy/1") == _signatures(tmp_path / "store2/buy/1")
-
-
-@pytest.mark.parametrize("task", ["ranking", "text_classification", "frozen_text_classification"])
+@pytest.mark.parametrize(
+    "task", ["buy", "ranking", "text_classification", "frozen_text_classification"]
+)
 def test_every_task_trains_mirrored_and_exports_like_one_device(task, tmp_path, tiny_store_dir):
     from tests.training.test_train_rank import tiny_rank_config
 
-    if task == "ranking":
+    if task == "buy":
+        config = tiny_buy_config(tmp_path / "c.yaml", store_dir=tiny_store_dir, epochs=3)
+        name = "buy"
+    elif task == "ranking":
         config = tiny_rank_config(
             tmp_path / "c.yaml", data={"path": str(tiny_store_dir)}, epochs=3, batch_size=8
         )
@@ -181,10 +159,13 @@ def test_every_task_trains_mirrored_and_exports_like_one_device(task, tmp_path, 
         assert proc.returncode == 0, out[-3000:]
     report = json.loads((tmp_path / "run2" / "report.json").read_text())["training"]
     assert report["strategy"] == "mirrored" and report["replicas"] == 2
-    assert report["global_batch"] == 2 * 8  # `train.batch_size` is per replica
+    batch_size = yaml.safe_load(pathlib.Path(config).read_text())["train"]["batch_size"]
+    assert report["global_batch"] == 2 * batch_size  # `train.batch_size` is per replica
     losses = report["history"]["loss"]
     assert len(losses) == 3 and losses[-1] < losses[0], losses
     exports = [tmp_path / f"store{i}" / name / "1" for i in (1, 2)]
+    cards = [json.loads((e / "model_card.json").read_text()) for e in exports]
+    assert cards[0]["signatures"] == cards[1]["signatures"]
     assert _signatures(exports[0]) == _signatures(exports[1])
 
 
