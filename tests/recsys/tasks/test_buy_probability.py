@@ -146,7 +146,8 @@ def test_pairs_refuse_events_without_purchases():
 
 
 def test_features_are_finite_when_no_row_has_history():
-    features = bp.history_features(tf.constant(["", "query: red mug"]),
-                                   tf.constant(["Cap | hats", "Mug | kitchen"])).numpy()
+    features = bp.history_features(
+        tf.constant(["", "query: red mug"]), tf.constant(["Cap | hats", "Mug | kitchen"])
+    ).numpy()
     assert np.isfinite(features).all()
     np.testing.assert_allclose(features[:, :8], 0.0)
