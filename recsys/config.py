@@ -109,6 +109,7 @@ class ModelConfig:
     text_fusion: bool = False
     text_backbone: str = "minilm"  # frozen text encoder for text fusion
     id_dropout: float = 0.0  # text fusion: share of item id embeddings dropped per batch
+    exclude_seen: bool = False  # full softmax: leave each position's seen items out of it
     # classification
     multi_label: bool = False
     labels: tuple = ()
@@ -132,6 +133,11 @@ class ModelConfig:
         if self.loss not in ("softmax", "sampled_softmax"):
             raise ConfigError(
                 f"`model.loss` must be 'softmax' or 'sampled_softmax'. Received: {self.loss!r}"
+            )
+        if self.exclude_seen and self.loss != "softmax":
+            raise ConfigError(
+                "`model.exclude_seen` needs `model.loss: softmax` (the full softmax). "
+                f"Received: loss={self.loss!r}"
             )
         if self.class_weights not in (None, "balanced"):
             raise ConfigError(

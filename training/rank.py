@@ -295,6 +295,7 @@ def build(config, data):
             config.model.num_negatives if config.model.loss == "sampled_softmax" else None
         ),
         id_dropout=config.model.id_dropout,
+        exclude_seen=config.model.exclude_seen,
         **sizes,
     )
     if embeddings is not None:
@@ -532,5 +533,6 @@ def card_extras(data, config):
         "history_order": "oldest first",
         "max_history": config.model.sequence_length,
         "loss": config.model.loss,
+        "exclude_seen": config.model.exclude_seen,
         "text_fusion": config.model.text_fusion,
     }

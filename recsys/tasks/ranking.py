@@ -60,11 +60,23 @@ class NextItemModel(DistributionSafeMixin, keras.Model):
         id_dropout: float. With text fusion, the share of items whose id embedding is dropped
             in each training batch (as DropoutNet does), so that the text projection alone
             learns to place items: what cold items get.
+        exclude_seen: bool. Full softmax only: leave the items a position has already seen
+            out of its softmax, as the evaluation and `recommend` leave the history out of the
+            ranking (`seen_items`), so training does not spend effort pushing them down.
 
     Call: `{"item_ids": int [B, L]}` (right-padded) -> `{"sequence_output": [B, L, D]}`.
     """
 
-    def __init__(self, backbone, head, text_dim=0, num_negatives=None, id_dropout=0.0, **kwargs):
+    def __init__(
+        self,
+        backbone,
+        head,
+        text_dim=0,
+        num_negatives=None,
+        id_dropout=0.0,
+        exclude_seen=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not 0.0 <= float(id_dropout) < 1.0:
             raise ValueError(f"`id_dropout` must lie in [0, 1). Received: {id_dropout}")
@@ -73,6 +85,12 @@ class NextItemModel(DistributionSafeMixin, keras.Model):
         if num_negatives is not None and int(num_negatives) < 1:
             raise ValueError(f"`num_negatives` must be >= 1 or None. Received: {num_negatives}")
         self.num_negatives = None if num_negatives is None else int(num_negatives)
+        if exclude_seen and self.num_negatives is not None:
+            raise ValueError(
+                "`exclude_seen` works with the full softmax only (`num_negatives=None`). "
+                f"Received: num_negatives={num_negatives}"
+            )
+        self.exclude_seen = bool(exclude_seen)
         vocabulary_size = backbone.vocabulary_size
         if self.text_dim:
             self.item_text = self.add_weight(
@@ -116,8 +134,9 @@ class NextItemModel(DistributionSafeMixin, keras.Model):
         batch's positions (`replica_mean`), so the replicas' summed gradients equal one
         device's gradients on the whole batch.
         """
+        seen = x[INPUT] if self.exclude_seen else None
         losses = next_item_loss(
-            self, y[OUTPUT], y_pred[OUTPUT], self.num_negatives, training=training
+            self, y[OUTPUT], y_pred[OUTPUT], self.num_negatives, training=training, seen=seen
         )
         loss = replica_mean(losses)
         if self.losses:
@@ -205,6 +224,7 @@ class NextItemModel(DistributionSafeMixin, keras.Model):
             "text_dim": self.text_dim,
             "num_negatives": self.num_negatives,
             "id_dropout": self.id_dropout,
+            "exclude_seen": self.exclude_seen,
         }
 
     @classmethod
@@ -226,6 +246,7 @@ def build_model(
     text_dim=0,
     num_negatives=None,
     id_dropout=0.0,
+    exclude_seen=False,
 ):
     """A randomly initialised next-item model over a GPT-2 backbone.
 
@@ -240,6 +261,8 @@ def build_model(
             `model.set_item_text(...)`.
         num_negatives: int or None. None: full softmax loss; an int: sampled softmax.
         id_dropout: float. With text fusion, the share of id embeddings dropped per batch.
+        exclude_seen: bool. Full softmax only: each position's softmax leaves out the items
+            it has already seen.
 
     Returns:
         A built `NextItemModel`.
@@ -266,13 +289,28 @@ def build_model(
         text_dim=text_dim,
         num_negatives=num_negatives,
         id_dropout=id_dropout,
+        exclude_seen=exclude_seen,
         name="next_item",
     )
     model({INPUT: np.zeros((1, 2), "int32")})
     return model
 
 
-def next_item_loss(model, y_true, y_pred, num_negatives=None, training=False):
+def seen_items(item_ids, vocabulary_size):
+    """`[B, L, V]` bool: whether item `v` is among `item_ids[b, :t + 1]` (reserved ids never).
+
+    >>> seen_items([[2, 3, 0]], 5).numpy().astype(int).tolist()
+    [[[0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 0]]]
+    """
+    import tensorflow as tf
+
+    ids = tf.cast(item_ids, tf.int32)
+    counts = tf.math.cumsum(tf.one_hot(ids, vocabulary_size, dtype=tf.float32), axis=1)
+    reserved = tf.range(vocabulary_size) < NUM_RESERVED_IDS
+    return tf.logical_and(counts > 0.0, tf.logical_not(reserved))
+
+
+def next_item_loss(model, y_true, y_pred, num_negatives=None, training=False, seen=None):
     """Softmax cross-entropy of every position's next item, over the catalog or sampled items.
 
     This is the one place the ranking loss lives (`NextItemModel.compute_loss` calls it).
@@ -290,6 +328,8 @@ def next_item_loss(model, y_true, y_pred, num_negatives=None, training=False):
             draws make the usual log-Q correction a constant, so it is left out. Memory is
             `O(positions * num_negatives)` instead of `O(positions * V)`.
         training: bool. Applies the model's `id_dropout` (text fusion).
+        seen: int `[B, L]` input ids or None. Full softmax only: each position's logits of the
+            items among `seen[b, :t + 1]` are set to `RESERVED_LOGIT` (its own target never).
 
     Returns:
         float32 `[N]`: the loss of each scored position.
@@ -303,6 +343,10 @@ def next_item_loss(model, y_true, y_pred, num_negatives=None, training=False):
     id_mask = model.id_mask(training)
     if not num_negatives:
         logits = model.scores(hidden, id_mask=id_mask)
+        if seen is not None:
+            mask = tf.boolean_mask(seen_items(seen, model.vocabulary_size), scored)  # [N, V]
+            mask &= tf.not_equal(tf.range(model.vocabulary_size)[None, :], targets[:, None])
+            logits = tf.where(mask, tf.cast(RESERVED_LOGIT, logits.dtype), logits)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
     negatives = tf.random.uniform(
         [num_negatives], NUM_RESERVED_IDS, model.vocabulary_size, dtype=tf.int32

@@ -226,3 +226,10 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
     path.write_text("- task\n- name\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+def test_exclude_seen_needs_the_full_softmax(tmp_path):
+    values = {"task": "ranking", "name": "rk", "model": {"exclude_seen": True}}
+    assert load_config(_write(tmp_path, values)).model.exclude_seen
+    with pytest.raises(ConfigError, match="exclude_seen"):
+        load_config(_write(tmp_path, values), ["model.loss=sampled_softmax"])

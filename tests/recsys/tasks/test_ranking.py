@@ -159,3 +159,42 @@ def test_id_dropout_drops_id_embeddings_in_training_only():
     kept = model.id_mask(training=True).numpy()
     assert set(np.unique(kept)) == {0.0, 1.0} and 0.3 < kept.mean() < 0.7
     assert ranking.build_model(10, 4, num_layers=1, num_heads=1, hidden_dim=4).id_mask() is None
+
+
+def test_seen_items_cover_each_prefix_and_never_reserved_ids():
+    seen = ranking.seen_items(tf.constant([[2, 5, 2, 0], [1, 3, 0, 0]]), 6).numpy()
+    assert seen[0, 0].tolist() == [False, False, True, False, False, False]
+    assert seen[0, 1].tolist() == seen[0, 3].tolist() == [False, False, True, False, False, True]
+    assert not seen[1, 0].any() and seen[1, 1].tolist() == [False] * 3 + [True] + [False] * 2
+
+
+def test_exclude_seen_leaves_earlier_items_out_of_the_softmax(tiny_model):
+    hidden = tf.random.normal([1, 3, 4], seed=2)
+    inputs = tf.constant([[2, 3, 4]])
+    targets = tf.constant([[3, 4, 3]])  # the last target repeats an earlier item
+    plain = ranking.next_item_loss(tiny_model, targets, hidden).numpy()
+    masked = ranking.next_item_loss(tiny_model, targets, hidden, seen=inputs).numpy()
+    logits = tiny_model.scores(tf.reshape(hidden, [3, 4])).numpy()
+    for t, seen_before in enumerate([{2}, {2, 3}, {2, 3, 4}]):
+        target = int(targets[0, t])
+        keep = [v for v in range(2, 14) if v not in seen_before or v == target]
+        expected = np.log(np.exp(logits[t, keep]).sum()) - logits[t, target]
+        np.testing.assert_allclose(masked[t], expected, rtol=1e-5)
+    assert (masked <= plain + 1e-6).all() and (masked < plain).any()
+
+
+def test_exclude_seen_trains_and_refuses_sampled_softmax():
+    import keras
+
+    keras.utils.set_random_seed(5)
+    model = ranking.build_model(
+        30, 8, num_layers=1, num_heads=1, hidden_dim=8, dropout=0.0, exclude_seen=True
+    )
+    sequences = np.tile(np.arange(2, 11, dtype="int32"), (16, 1))
+    losses = _fit(model, [sequences], steps=12, learning_rate=1e-2)
+    assert losses[-1] < losses[0]
+    assert ranking.NextItemModel.from_config(model.get_config()).exclude_seen
+    with pytest.raises(ValueError, match="exclude_seen"):
+        ranking.build_model(
+            30, 8, num_layers=1, num_heads=1, hidden_dim=8, num_negatives=4, exclude_seen=True
+        )
