@@ -15,7 +15,9 @@ log training counts). `k` is clipped to `[0, catalog size]`; when exclusions lea
 `k` products, the remaining slots hold "" with score `-inf`.
 
 The backbone pass is XLA-compiled (about 1.5x the throughput on CPU) over inputs padded to a few
-bucketed shapes; the first call at each new bucketed shape compiles.
+bucketed shapes; the first call at each new bucketed shape compiles. A call of many rows is sorted
+by history length and scored in groups, each padded to its own longest history, so short
+histories do not pay for the long ones of the same call.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ SIGNATURE_RECOMMEND_SIMPLE = "recommend_simple"
 
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _WIDTH_BUCKETS = (8, 16, 32, 64, 128)
+# Calls of at least `_GROUPED_ROWS` rows are scored in `_LENGTH_GROUPS` groups of similar length.
+_GROUPED_ROWS = 64
+_LENGTH_GROUPS = 4
 
 
 def _bucket(size, buckets, step):
@@ -100,6 +105,31 @@ class RankingServingModule(tf.Module):
         hidden = self.model.last_hidden(ids)
         return tf.matmul(tf.cast(hidden, tf.float32), self.item_vectors, transpose_b=True)
 
+    def _scores_by_length(self, ids, count):
+        """Catalog scores `[N, V]` of right-padded `ids` whose rows hold `count` items each.
+
+        With `_GROUPED_ROWS` rows or more, rows are sorted by `count` and scored in
+        `_LENGTH_GROUPS` groups, each cut to its own longest row before bucketing: the scores
+        are the same (a row's last position never sees the padding after it), the work less.
+        """
+        n = tf.shape(ids)[0]
+
+        def together():
+            return self._scores(_pad_to_bucket(ids, self.sequence_length))[:n]
+
+        def grouped():
+            order = tf.argsort(count, stable=True)
+            sorted_ids, sorted_count = tf.gather(ids, order), tf.gather(count, order)
+            bounds = [n * i // _LENGTH_GROUPS for i in range(_LENGTH_GROUPS + 1)]
+            parts = []
+            for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+                width = tf.maximum(tf.reduce_max(sorted_count[start:end]), 1)
+                rows = _pad_to_bucket(sorted_ids[start:end, :width], self.sequence_length)
+                parts.append(self._scores(rows)[: end - start])
+            return tf.gather(tf.concat(parts, axis=0), tf.math.invert_permutation(order))
+
+        return tf.cond(n >= _GROUPED_ROWS, grouped, together)
+
     def _recommend(self, history, k, exclude):
         rows = self.index.lookup(history)  # [N, L], -1 for unknown ids and padding
         known = rows >= 0
@@ -116,7 +146,7 @@ class RankingServingModule(tf.Module):
         ids = tf.scatter_nd(
             positions, tf.cast(tf.gather_nd(rows, where), tf.int32), tf.stack([n, width])
         )
-        scores = self._scores(_pad_to_bucket(ids, self.sequence_length))[:n]
+        scores = self._scores_by_length(ids, count)
         scores = tf.where(count[:, None] > 0, scores, self.log_popularity[None, :])
         # Exclusions: every known history item, the `exclude` ids and the reserved ids.
         vocabulary_size = tf.shape(self.item_vectors)[0]

@@ -81,6 +81,21 @@ def test_top_k_matches_the_keras_model_and_excludes_the_history(exported):
         assert not set(history) & set(row)
 
 
+def test_a_large_call_of_mixed_lengths_is_scored_by_length_groups_alike(exported):
+    model, _, _, module = exported
+    rng = np.random.default_rng(3)
+    rows = ranking_export._GROUPED_ROWS + 37  # enough rows for the grouped path
+    histories = [
+        list(rng.choice(ITEMS, size=rng.integers(1, SEQUENCE_LENGTH + 3), replace=False))
+        for _ in range(rows)
+    ]
+    ids, scores = _recommend(module, histories, 3)
+    expected_ids, expected_scores = _keras_top_k(model, histories, 3)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-5)
+    same = sum(a == b for a, b in zip(ids, expected_ids, strict=True))
+    assert same >= rows - 2  # near-ties may swap under float noise
+
+
 def test_unknown_ids_in_the_history_are_ignored(exported):
     _, _, _, module = exported
     clean = _recommend(module, [["P01", "P02", "P03"]], 5)
