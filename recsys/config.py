@@ -114,6 +114,7 @@ class ModelConfig:
     multi_label: bool = False
     labels: tuple = ()
     class_weights: str | None = None
+    ngram_blend: bool = False  # add a linear model over token n-grams, fitted after training
 
     def __post_init__(self):
         if self.sequence_length <= 0:
@@ -142,6 +143,11 @@ class ModelConfig:
         if self.class_weights not in (None, "balanced"):
             raise ConfigError(
                 f"`model.class_weights` must be null or 'balanced'. Received: {self.class_weights!r}"
+            )
+        if self.ngram_blend and self.multi_label:
+            raise ConfigError(
+                "`model.ngram_blend` applies to multi-class classifiers, not multi-label ones; "
+                "set one of them to false"
             )
         object.__setattr__(self, "labels", tuple(self.labels))
 

@@ -61,6 +61,8 @@ class ClassificationData:
     label_source: str = ""
     embeddings: dict = dataclasses.field(default_factory=dict)  # frozen mode: text -> vector
     thresholds: np.ndarray | None = None  # multi-label, tuned on validation in `evaluate`
+    ngram: object = None  # `NgramLinear` fitted in `evaluate` when `model.ngram_blend`
+    ngram_summary: dict | None = None
 
     @property
     def train_size(self):
@@ -295,8 +297,8 @@ def dataset(data, split, preprocessor, batch_size, config, training=False, label
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def predict(model, preprocessor, data, split, config):
-    """Probabilities `[N, C]` of the split's texts, in the split's order."""
+def _logits(model, preprocessor, data, split, config):
+    """The model's logits `[N, C]` of the split's texts (with the n-gram blend when fitted)."""
     import tensorflow as tf
 
     texts = getattr(data, split)["text"].tolist()
@@ -310,6 +312,57 @@ def predict(model, preprocessor, data, split, config):
         ds = ds.batch(batch).map(preprocessor).prefetch(tf.data.AUTOTUNE)
         logits = np.empty((len(texts), len(data.labels)), dtype=np.float32)
         logits[order] = model.predict(ds, verbose=0)[OUTPUT]
+    if data.ngram is not None:
+        logits = logits + _ngram_outputs(data.ngram, preprocessor, texts)
+    return logits
+
+
+def _ngram_outputs(layer, preprocessor, texts):
+    """`layer` (an `NgramLinear`) applied to each text: `[N, C]` logits."""
+    outputs = [layer(preprocessor(texts[i : i + _ENCODE_BATCH])).numpy() for i in _starts(texts)]
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _ngram_matrix(preprocessor, texts, vocabulary_size):
+    import scipy.sparse
+
+    from recsys.tasks.ngram_linear import ngram_features
+
+    blocks = []
+    for start in _starts(texts):
+        x = preprocessor(texts[start : start + _ENCODE_BATCH])
+        blocks.append(ngram_features(x["token_ids"], x["padding_mask"], vocabulary_size))
+    return scipy.sparse.vstack(blocks).tocsr()
+
+
+def _starts(texts):
+    return range(0, len(texts), _ENCODE_BATCH)
+
+
+def fit_ngram_blend(model, preprocessor, data, config):
+    """Fits the n-gram model on the training texts and its weight on validation (`ngram_blend`)."""
+    from recsys.tasks import ngram_linear
+
+    vocabulary_size = int(preprocessor.tokenizer.vocabulary_size())
+    logger.info("Fitting the n-gram blend (token uni- and bigrams, logistic regression)")
+    train = _ngram_matrix(preprocessor, data.train["text"].tolist(), vocabulary_size)
+    validation = _ngram_matrix(preprocessor, data.validation["text"].tolist(), vocabulary_size)
+    model_logits = _logits(model, preprocessor, data, "validation", config)
+    kernel, bias, summary = ngram_linear.fit_blend(
+        (train, data.targets("train")),
+        (validation, data.targets("validation"), model_logits),
+        len(data.labels),
+        seed=config.train.seed,
+    )
+    layer = ngram_linear.NgramLinear(vocabulary_size, len(data.labels), name="ngram_linear")
+    layer.set_linear_model(kernel, bias)
+    data.ngram, data.ngram_summary = layer, summary
+    return summary
+
+
+def predict(model, preprocessor, data, split, config):
+    """Probabilities `[N, C]` of the split's texts, in the split's order."""
+    logits = _logits(model, preprocessor, data, split, config)
     return probabilities_from_logits(logits, data.multi_label)
 
 
@@ -378,7 +431,23 @@ def _multi_label_report(data, probabilities, thresholds, run_dir):
     return test, headline
 
 
+def _scores(data, probabilities):
+    """Test accuracy and macro-F1 (and ROC-AUC for two classes) of multi-class probabilities."""
+    truth, predicted = data.targets("test"), probabilities.argmax(axis=1)
+    out = {
+        "accuracy": metrics.accuracy(truth, predicted),
+        "macro_f1": metrics.macro_f1(truth, predicted, len(data.labels)),
+    }
+    if len(data.labels) == 2:
+        out["roc_auc"] = metrics.roc_auc(truth, probabilities[:, 1])
+    return out
+
+
 def evaluate(model, preprocessor, data, config, run_dir):
+    alone = None
+    if config.model.ngram_blend:
+        alone = predict(model, preprocessor, data, "test", config)
+        fit_ngram_blend(model, preprocessor, data, config)
     probabilities = predict(model, preprocessor, data, "test", config)
     if data.multi_label:
         validation = predict(model, preprocessor, data, "validation", config)
@@ -386,6 +455,8 @@ def evaluate(model, preprocessor, data, config, run_dir):
         test, headline = _multi_label_report(data, probabilities, data.thresholds, run_dir)
     else:
         test, headline = _multi_class_report(data, probabilities, run_dir)
+    if data.ngram_summary:
+        test["ngram_blend"] = {**data.ngram_summary, "without_blend": _scores(data, alone)}
     np.savez_compressed(
         run_dir / "test_predictions.npz",
         row=data.test["row"].to_numpy(),
@@ -400,7 +471,13 @@ def export(model, preprocessor, data, config, export_dir):
     from recsys.tasks import text_classification_export
 
     return text_classification_export.export(
-        model, preprocessor, data.labels, export_dir, data.multi_label, data.thresholds
+        model,
+        preprocessor,
+        data.labels,
+        export_dir,
+        data.multi_label,
+        data.thresholds,
+        ngram=data.ngram,
     )
 
 
@@ -413,4 +490,5 @@ def card_extras(data, config):
         "thresholds": None if thresholds is None else [float(t) for t in thresholds],
         "label_source": data.label_source,
         "class_weights": config.model.class_weights,
+        "ngram_blend": data.ngram_summary,
     }

@@ -32,9 +32,10 @@ class TextClassificationModule(tf.Module):
         multi_label: bool.
         thresholds: sequence of float or None. Per-label thresholds (multi-label);
             `DEFAULT_THRESHOLD` each when None.
+        ngram: an `ngram_linear.NgramLinear` whose logits add to the model's, or None.
     """
 
-    def __init__(self, model, preprocessor, labels, multi_label=False, thresholds=None):
+    def __init__(self, model, preprocessor, labels, multi_label=False, thresholds=None, ngram=None):
         super().__init__(name="text_classification")
         labels = check_labels(labels)
         if thresholds is None:
@@ -43,7 +44,7 @@ class TextClassificationModule(tf.Module):
             raise ValueError(
                 f"One threshold per label: {len(labels)} labels, {len(thresholds)} thresholds."
             )
-        self.model, self.preprocessor = model, preprocessor
+        self.model, self.preprocessor, self.ngram = model, preprocessor, ngram
         self.multi_label = bool(multi_label)
         self.label_names = tf.Variable(list(labels), trainable=False, name="label_names")
         self.thresholds = tf.Variable(
@@ -51,7 +52,10 @@ class TextClassificationModule(tf.Module):
         )
 
     def _probabilities(self, text):
-        logits = tf.cast(self.model(self.preprocessor(text), training=False)[OUTPUT], tf.float32)
+        inputs = self.preprocessor(text)
+        logits = tf.cast(self.model(inputs, training=False)[OUTPUT], tf.float32)
+        if self.ngram is not None:
+            logits += self.ngram(inputs)
         return tf.sigmoid(logits) if self.multi_label else tf.nn.softmax(logits, axis=-1)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -78,9 +82,11 @@ def signatures(num_classes, multi_label=False):
     return {schema.SIGNATURE_CLASSIFY: {"inputs": {"text": "string[N]"}, "outputs": outputs}}
 
 
-def export(model, preprocessor, labels, export_dir, multi_label=False, thresholds=None):
+def export(model, preprocessor, labels, export_dir, multi_label=False, thresholds=None, ngram=None):
     """Writes the SavedModel into `export_dir`; returns its signature description."""
-    module = TextClassificationModule(model, preprocessor, labels, multi_label, thresholds)
+    module = TextClassificationModule(
+        model, preprocessor, labels, multi_label, thresholds, ngram=ngram
+    )
     tf.saved_model.save(
         module,
         str(pathlib.Path(export_dir)),

@@ -191,3 +191,29 @@ def test_synthetic_reviews_as_sentiment_and_recommendation(tiny_store_dir):
     assert data.train["text"].str.contains(r"\. ").all()  # "title. text"
     base["data"]["label"] = "recommended"
     assert classify.prepare(from_dict(base)).labels == ("not_recommended", "recommended")
+
+
+def test_ngram_blend_is_fitted_reported_and_exported(tmp_path):
+    table = _table(tmp_path / "items.csv")
+    config = _config(tmp_path / "ng.yaml", {"path": str(table)}, {"ngram_blend": True}, epochs=1)
+    run = _train(tmp_path, config)
+    card = store.read_card(tmp_path / "store" / "cls" / "1")
+    blend = card["ngram_blend"]
+    assert blend["ngram_weight"] in blend_weights()
+    assert blend["validation_log_loss_blend"] <= blend["validation_log_loss_model"]
+    report = json.loads((run / "report.json").read_text())
+    assert {k: v for k, v in report["test"]["ngram_blend"].items() if k != "without_blend"} == blend
+    assert set(report["test"]["ngram_blend"]["without_blend"]) == {"accuracy", "macro_f1"}
+    loaded = tf.saved_model.load(str(tmp_path / "store" / "cls" / "1"))
+    data = classify.prepare(from_dict(yaml.safe_load(config.read_text())))
+    out = loaded.signatures["classify"](text=tf.constant(data.test["text"].tolist()))
+    saved = np.load(run / "test_predictions.npz")
+    np.testing.assert_allclose(out["probabilities"].numpy(), saved["probabilities"], atol=1e-5)
+    # One epoch of a tiny model at this learning rate guesses; the words decide the classes.
+    assert blend["ngram_weight"] > 0 and report["test"]["accuracy"] == 1.0
+
+
+def blend_weights():
+    from recsys.tasks.ngram_linear import WEIGHT_GRID
+
+    return WEIGHT_GRID

@@ -1,0 +1,225 @@
+"""A bag-of-n-grams linear classifier over WordPiece tokens, blended into a text classifier.
+
+The fine-tuned backbone and a linear model over hashed token n-grams make different errors, so
+their logits add up to a better classifier than either (the "wide" part of a wide-and-deep
+model). The n-grams are the backbone's own token ids, so the blend needs no other tokenizer and
+runs inside the exported SavedModel: unigrams keep their token id, bigrams are hashed into the
+remaining buckets; each text's features are binary and L2-normalised.
+
+The linear part is fitted after the backbone, with scikit-learn's logistic regression on the
+training texts; its strength (`C`) and its weight in the blend are chosen on the validation
+texts (`fit_blend`). `NgramLinear` then holds the fitted weights, already scaled by the blend
+weight, as constants of the graph.
+
+>>> import numpy as np
+>>> layer = NgramLinear(vocabulary_size=100, num_classes=2, buckets=1024)
+>>> x = {"token_ids": np.array([[2, 7, 9, 3, 0]]), "padding_mask": np.array([[1, 1, 1, 1, 0]])}
+>>> features = ngram_features(x["token_ids"], x["padding_mask"], 100, 1024)
+>>> features.shape, round(float(features.sum()), 4)  # 4 unigrams + 3 bigrams, each 1/sqrt(7)
+((1, 1024), 2.6458)
+>>> tuple(layer(x).shape)
+(1, 2)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUCKETS = 2**18
+_HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash
+C_GRID = (2.0, 8.0, 32.0)
+WEIGHT_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.1), 2))
+
+
+def _ngram_ids(token_ids, padding_mask, vocabulary_size, buckets):
+    """Ragged `[N, None]` int64 feature ids: unigram token ids, then hashed bigrams."""
+    ids = tf.cast(token_ids, tf.int64)
+    mask = tf.cast(padding_mask, tf.bool)
+    pairs = ids[:, :-1] * vocabulary_size + ids[:, 1:]
+    hashed = tf.math.floormod(pairs * _HASH_MULTIPLIER, 2**32)
+    bigrams = vocabulary_size + tf.math.floormod(hashed, buckets - vocabulary_size)
+    return tf.concat(
+        [
+            tf.ragged.boolean_mask(ids, mask),
+            tf.ragged.boolean_mask(bigrams, mask[:, :-1] & mask[:, 1:]),
+        ],
+        axis=1,
+    )
+
+
+def sparse_ngram_features(token_ids, padding_mask, vocabulary_size, buckets=DEFAULT_BUCKETS):
+    """`tf.SparseTensor` `[N, buckets]`: each text's distinct n-grams, `1 / sqrt(count)` each.
+
+    A text without tokens has no features (an all-zero row).
+    """
+    if buckets <= vocabulary_size:
+        raise ValueError(
+            f"`buckets` ({buckets}) must exceed the vocabulary size ({vocabulary_size}): "
+            "unigrams take the first `vocabulary_size` buckets, bigrams the rest."
+        )
+    present = tf.sparse.bincount(
+        _ngram_ids(token_ids, padding_mask, vocabulary_size, buckets),
+        minlength=buckets,
+        maxlength=buckets,
+        binary_output=True,
+        axis=-1,
+    )
+    present = tf.sparse.reorder(present)
+    per_row = tf.math.bincount(
+        tf.cast(present.indices[:, 0], tf.int32),
+        minlength=tf.cast(present.dense_shape[0], tf.int32),
+        dtype=tf.float32,
+    )
+    values = tf.math.rsqrt(tf.gather(per_row, present.indices[:, 0]))
+    return tf.SparseTensor(present.indices, values, present.dense_shape)
+
+
+def ngram_features(token_ids, padding_mask, vocabulary_size, buckets=DEFAULT_BUCKETS):
+    """`scipy.sparse.csr_matrix` `[N, buckets]` of `sparse_ngram_features` (for fitting)."""
+    import scipy.sparse
+
+    sparse = sparse_ngram_features(
+        tf.convert_to_tensor(token_ids),
+        tf.convert_to_tensor(padding_mask),
+        vocabulary_size,
+        buckets,
+    )
+    indices = sparse.indices.numpy()
+    return scipy.sparse.csr_matrix(
+        (sparse.values.numpy(), (indices[:, 0], indices[:, 1])),
+        shape=tuple(int(d) for d in sparse.dense_shape.numpy()),
+    )
+
+
+@keras.saving.register_keras_serializable(package="recsys")
+class NgramLinear(keras.layers.Layer):
+    """`{"token_ids", "padding_mask"}` -> logits `[N, C]` of a linear model over n-grams.
+
+    The weights are not trained by gradient: `set_linear_model` loads them (see `fit_blend`).
+
+    Args:
+        vocabulary_size: int. The tokenizer's vocabulary size.
+        num_classes: int.
+        buckets: int. Feature space size (> `vocabulary_size`).
+    """
+
+    def __init__(self, vocabulary_size, num_classes, buckets=DEFAULT_BUCKETS, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # logits at full precision under mixed policies
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
+        self.vocabulary_size = int(vocabulary_size)
+        self.num_classes = int(num_classes)
+        self.buckets = int(buckets)
+        self.kernel = self.add_weight(
+            shape=(self.buckets, self.num_classes),
+            initializer="zeros",
+            name="kernel",
+            trainable=False,
+        )
+        self.bias = self.add_weight(
+            shape=(self.num_classes,), initializer="zeros", name="bias", trainable=False
+        )
+
+    def set_linear_model(self, kernel, bias):
+        """Loads `[buckets, C]` weights and `[C]` biases."""
+        self.kernel.assign(np.asarray(kernel, dtype=np.float32))
+        self.bias.assign(np.asarray(bias, dtype=np.float32))
+
+    def call(self, inputs):
+        features = sparse_ngram_features(
+            inputs["token_ids"], inputs["padding_mask"], self.vocabulary_size, self.buckets
+        )
+        logits = tf.sparse.sparse_dense_matmul(features, tf.convert_to_tensor(self.kernel))
+        return logits + self.bias[None, :]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape["token_ids"][0], self.num_classes)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "num_classes": self.num_classes,
+            "buckets": self.buckets,
+        }
+
+
+def _log_loss(targets, logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(targets)), targets].mean())
+
+
+def _class_logits(classifier, features, num_classes):
+    """`[N, C]` logits of a fitted scikit-learn logistic regression (binary: `[0, z]`)."""
+    scores = classifier.decision_function(features)
+    logits = np.zeros((features.shape[0], num_classes))
+    if scores.ndim == 1:  # binary: the second class against the first
+        logits[:, classifier.classes_[1]] = scores
+    else:
+        logits[:, classifier.classes_] = scores
+    return logits
+
+
+def _kernel(classifier, buckets, num_classes):
+    """The fitted model as `[buckets, C]` weights and `[C]` biases (as `_class_logits`)."""
+    classes = classifier.classes_ if len(classifier.coef_) > 1 else classifier.classes_[1:]
+    kernel = np.zeros((buckets, num_classes))
+    kernel[:, classes] = np.asarray(classifier.coef_).T
+    bias = np.zeros(num_classes)
+    bias[classes] = classifier.intercept_
+    return kernel, bias
+
+
+def fit_blend(train, validation, num_classes, c_grid=C_GRID, weight_grid=WEIGHT_GRID, seed=0):
+    """Fits the n-gram model and its blend weight; returns `(kernel, bias, summary)`.
+
+    Args:
+        train: `(features, class_ids)`: csr features of the training texts and their classes.
+        validation: `(features, class_ids, model_logits)`: the validation texts' features,
+            classes and the fine-tuned model's logits `[N, C]`.
+        num_classes: int.
+        c_grid: inverse regularisation strengths tried (the best validation log loss wins).
+        weight_grid: blend weights tried; 0 leaves the model as it is.
+
+    Returns:
+        `kernel [buckets, C]` and `bias [C]` already multiplied by the chosen weight (all zero
+        when 0 wins), and a summary dict of the choice and the validation log losses.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    train_features, train_targets = train
+    features, targets, model_logits = validation
+    targets = np.asarray(targets)
+    model_logits = np.asarray(model_logits, dtype=np.float64)
+    best = None
+    for c in c_grid:
+        classifier = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+        classifier.fit(train_features, train_targets)
+        wide = _class_logits(classifier, features, num_classes)
+        for weight in weight_grid:
+            loss = _log_loss(targets, model_logits + weight * wide)
+            if best is None or loss < best[0] - 1e-9:
+                best = (loss, c, float(weight), classifier)
+    loss, c, weight, classifier = best
+    kernel, bias = _kernel(classifier, train_features.shape[1], num_classes)
+    summary = {
+        "ngram_c": c,
+        "ngram_weight": weight,
+        "validation_log_loss_model": round(_log_loss(targets, model_logits), 5),
+        "validation_log_loss_blend": round(loss, 5),
+    }
+    logger.info(
+        "N-gram blend: C=%s, weight %.2f; validation log loss %.4f -> %.4f",
+        c,
+        weight,
+        summary["validation_log_loss_model"],
+        loss,
+    )
+    return kernel * weight, bias * weight, summary
