@@ -313,7 +313,9 @@ def _logits(model, preprocessor, data, split, config):
         logits = np.empty((len(texts), len(data.labels)), dtype=np.float32)
         logits[order] = model.predict(ds, verbose=0)[OUTPUT]
     if data.ngram is not None:
-        logits = logits + _ngram_outputs(data.ngram, preprocessor, texts)
+        logits = data.ngram_summary["logit_scale"] * (
+            logits + _ngram_outputs(data.ngram, preprocessor, texts)
+        )
     return logits
 
 
@@ -478,6 +480,7 @@ def export(model, preprocessor, data, config, export_dir):
         data.multi_label,
         data.thresholds,
         ngram=data.ngram,
+        logit_scale=data.ngram_summary["logit_scale"] if data.ngram_summary else 1.0,
     )
 
 

@@ -7,9 +7,11 @@ runs inside the exported SavedModel: unigrams keep their token id, bigrams are h
 remaining buckets; each text's features are binary and L2-normalised.
 
 The linear part is fitted after the backbone, with scikit-learn's logistic regression on the
-training texts; its strength (`C`) and its weight in the blend are chosen on the validation
-texts (`fit_blend`). `NgramLinear` then holds the fitted weights, already scaled by the blend
-weight, as constants of the graph.
+training texts; its strength (`C`), its weight in the blend and a temperature for the blended
+logits are chosen together on the validation texts, by log loss (`fit_blend`). Without the
+temperature, a fine-tuned model's over-confident logits leave no room for a second opinion in
+the log loss. `NgramLinear` then holds the fitted weights, already scaled by the blend weight,
+as constants of the graph; the blended logits are `scale * (model + ngram)`.
 
 >>> import numpy as np
 >>> layer = NgramLinear(vocabulary_size=100, num_classes=2, buckets=1024)
@@ -35,6 +37,7 @@ DEFAULT_BUCKETS = 2**18
 _HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash
 C_GRID = (2.0, 8.0, 32.0)
 WEIGHT_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.1), 2))
+SCALE_GRID = tuple(np.round(np.arange(0.3, 1.51, 0.05), 2))
 
 
 def _ngram_ids(token_ids, padding_mask, vocabulary_size, buckets):
@@ -177,8 +180,16 @@ def _kernel(classifier, buckets, num_classes):
     return kernel, bias
 
 
-def fit_blend(train, validation, num_classes, c_grid=C_GRID, weight_grid=WEIGHT_GRID, seed=0):
-    """Fits the n-gram model and its blend weight; returns `(kernel, bias, summary)`.
+def fit_blend(
+    train,
+    validation,
+    num_classes,
+    c_grid=C_GRID,
+    weight_grid=WEIGHT_GRID,
+    scale_grid=SCALE_GRID,
+    seed=0,
+):
+    """Fits the n-gram model, its blend weight and the logit scale; see the module docstring.
 
     Args:
         train: `(features, class_ids)`: csr features of the training texts and their classes.
@@ -186,11 +197,13 @@ def fit_blend(train, validation, num_classes, c_grid=C_GRID, weight_grid=WEIGHT_
             classes and the fine-tuned model's logits `[N, C]`.
         num_classes: int.
         c_grid: inverse regularisation strengths tried (the best validation log loss wins).
-        weight_grid: blend weights tried; 0 leaves the model as it is.
+        weight_grid: blend weights tried; 0 leaves the model's ranking as it is.
+        scale_grid: logit scales (inverse temperatures) tried for the blended logits.
 
     Returns:
-        `kernel [buckets, C]` and `bias [C]` already multiplied by the chosen weight (all zero
-        when 0 wins), and a summary dict of the choice and the validation log losses.
+        `(kernel, bias, summary)`: `kernel [buckets, C]` and `bias [C]` already multiplied by
+        the chosen weight (all zero when 0 wins), and a dict of the choice (`ngram_c`,
+        `ngram_weight`, `logit_scale`) and the validation log losses before and after.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -204,21 +217,25 @@ def fit_blend(train, validation, num_classes, c_grid=C_GRID, weight_grid=WEIGHT_
         classifier.fit(train_features, train_targets)
         wide = _class_logits(classifier, features, num_classes)
         for weight in weight_grid:
-            loss = _log_loss(targets, model_logits + weight * wide)
-            if best is None or loss < best[0] - 1e-9:
-                best = (loss, c, float(weight), classifier)
-    loss, c, weight, classifier = best
+            blended = model_logits + weight * wide
+            for scale in scale_grid:
+                loss = _log_loss(targets, scale * blended)
+                if best is None or loss < best[0] - 1e-9:
+                    best = (loss, c, float(weight), float(scale), classifier)
+    loss, c, weight, scale, classifier = best
     kernel, bias = _kernel(classifier, train_features.shape[1], num_classes)
     summary = {
         "ngram_c": c,
         "ngram_weight": weight,
+        "logit_scale": scale,
         "validation_log_loss_model": round(_log_loss(targets, model_logits), 5),
         "validation_log_loss_blend": round(loss, 5),
     }
     logger.info(
-        "N-gram blend: C=%s, weight %.2f; validation log loss %.4f -> %.4f",
+        "N-gram blend: C=%s, weight %.2f, logit scale %.2f; validation log loss %.4f -> %.4f",
         c,
         weight,
+        scale,
         summary["validation_log_loss_model"],
         loss,
     )

@@ -33,9 +33,19 @@ class TextClassificationModule(tf.Module):
         thresholds: sequence of float or None. Per-label thresholds (multi-label);
             `DEFAULT_THRESHOLD` each when None.
         ngram: an `ngram_linear.NgramLinear` whose logits add to the model's, or None.
+        logit_scale: float. Multiplies the (blended) logits (the n-gram blend's temperature).
     """
 
-    def __init__(self, model, preprocessor, labels, multi_label=False, thresholds=None, ngram=None):
+    def __init__(
+        self,
+        model,
+        preprocessor,
+        labels,
+        multi_label=False,
+        thresholds=None,
+        ngram=None,
+        logit_scale=1.0,
+    ):
         super().__init__(name="text_classification")
         labels = check_labels(labels)
         if thresholds is None:
@@ -45,6 +55,7 @@ class TextClassificationModule(tf.Module):
                 f"One threshold per label: {len(labels)} labels, {len(thresholds)} thresholds."
             )
         self.model, self.preprocessor, self.ngram = model, preprocessor, ngram
+        self.logit_scale = tf.Variable(float(logit_scale), trainable=False, name="logit_scale")
         self.multi_label = bool(multi_label)
         self.label_names = tf.Variable(list(labels), trainable=False, name="label_names")
         self.thresholds = tf.Variable(
@@ -56,6 +67,7 @@ class TextClassificationModule(tf.Module):
         logits = tf.cast(self.model(inputs, training=False)[OUTPUT], tf.float32)
         if self.ngram is not None:
             logits += self.ngram(inputs)
+        logits = self.logit_scale * logits
         return tf.sigmoid(logits) if self.multi_label else tf.nn.softmax(logits, axis=-1)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -82,10 +94,19 @@ def signatures(num_classes, multi_label=False):
     return {schema.SIGNATURE_CLASSIFY: {"inputs": {"text": "string[N]"}, "outputs": outputs}}
 
 
-def export(model, preprocessor, labels, export_dir, multi_label=False, thresholds=None, ngram=None):
+def export(
+    model,
+    preprocessor,
+    labels,
+    export_dir,
+    multi_label=False,
+    thresholds=None,
+    ngram=None,
+    logit_scale=1.0,
+):
     """Writes the SavedModel into `export_dir`; returns its signature description."""
     module = TextClassificationModule(
-        model, preprocessor, labels, multi_label, thresholds, ngram=ngram
+        model, preprocessor, labels, multi_label, thresholds, ngram=ngram, logit_scale=logit_scale
     )
     tf.saved_model.save(
         module,

@@ -199,7 +199,7 @@ def test_ngram_blend_is_fitted_reported_and_exported(tmp_path):
     run = _train(tmp_path, config)
     card = store.read_card(tmp_path / "store" / "cls" / "1")
     blend = card["ngram_blend"]
-    assert blend["ngram_weight"] in blend_weights()
+    assert blend["ngram_weight"] in blend_weights() and blend["logit_scale"] > 0
     assert blend["validation_log_loss_blend"] <= blend["validation_log_loss_model"]
     report = json.loads((run / "report.json").read_text())
     assert {k: v for k, v in report["test"]["ngram_blend"].items() if k != "without_blend"} == blend
@@ -209,6 +209,7 @@ def test_ngram_blend_is_fitted_reported_and_exported(tmp_path):
     out = loaded.signatures["classify"](text=tf.constant(data.test["text"].tolist()))
     saved = np.load(run / "test_predictions.npz")
     np.testing.assert_allclose(out["probabilities"].numpy(), saved["probabilities"], atol=1e-5)
+    assert float(loaded.logit_scale.numpy()) == pytest.approx(blend["logit_scale"])
     # One epoch of a tiny model at this learning rate guesses; the words decide the classes.
     assert blend["ngram_weight"] > 0 and report["test"]["accuracy"] == 1.0
 
