@@ -211,11 +211,25 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def wait_interruptibly(proc, poll_seconds=0.5) -> int:
+    """`proc.wait()` that Ctrl-C always interrupts; returns the exit code.
+
+    A blocking `waitpid` wakes only when the signal lands on the main thread; the kernel may
+    hand a process's SIGINT to any of its threads (TensorFlow's, a timer's), and then a plain
+    `wait()` would never return. Waiting in short slices lets Python run its handler.
+    """
+    while True:
+        try:
+            return proc.wait(timeout=poll_seconds)
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def serve_until_interrupted(service) -> int:
     """Blocks until Ctrl-C (exit 0) or until the service dies (exit 1); stops it either way."""
     try:
         with sigterm_as_interrupt():
-            code = service.proc.wait()
+            code = wait_interruptibly(service.proc)
         print(f"\nThe service stopped by itself (exit code {code}); see {service.log}.")
         return 1
     except KeyboardInterrupt:

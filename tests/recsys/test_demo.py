@@ -13,7 +13,10 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -206,3 +209,20 @@ def test_a_service_that_dies_at_start_is_reported(tmp_path):
     service.start()
     with pytest.raises(demo_serve.ServiceError, match="exited with code 2"):
         service.wait_ready(timeout=60)
+
+
+def test_waiting_for_the_service_wakes_when_another_thread_takes_the_interrupt():
+    """The kernel may deliver Ctrl-C to any thread; a blocking wait must still return."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    bystander = threading.Thread(target=time.sleep, args=(3,), daemon=True)
+    bystander.start()
+    threading.Timer(0.3, signal.pthread_kill, (bystander.ident, signal.SIGINT)).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            demo_serve.wait_interruptibly(proc, poll_seconds=0.1)
+        assert time.monotonic() - started < 10
+        assert proc.poll() is None  # interrupted the wait, not the child
+    finally:
+        proc.kill()
+        proc.wait()
