@@ -82,9 +82,15 @@ def demo_run(tmp_path_factory, monkeypatch_module):
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch_module.setattr(demo_serve, "serve_until_interrupted", interrupt_soon)
+    # A shell that starts pytest in the background without job control makes it ignore SIGINT;
+    # Ctrl-C in a terminal raises KeyboardInterrupt, so the test restores that for the run.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = demo.run(out, serve=True, settings=TINY)
+    try:
+        with contextlib.redirect_stdout(buffer):
+            code = demo.run(out, serve=True, settings=TINY)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return out, code, buffer.getvalue(), seen
 
 
@@ -213,6 +219,7 @@ def test_a_service_that_dies_at_start_is_reported(tmp_path):
 
 def test_waiting_for_the_service_wakes_when_another_thread_takes_the_interrupt():
     """The kernel may deliver Ctrl-C to any thread; a blocking wait must still return."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     bystander = threading.Thread(target=time.sleep, args=(3,), daemon=True)
     bystander.start()
@@ -224,5 +231,6 @@ def test_waiting_for_the_service_wakes_when_another_thread_takes_the_interrupt()
         assert time.monotonic() - started < 10
         assert proc.poll() is None  # interrupted the wait, not the child
     finally:
+        signal.signal(signal.SIGINT, previous)
         proc.kill()
         proc.wait()
