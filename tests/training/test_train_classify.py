@@ -62,8 +62,8 @@ def _train(tmp, config, name="run"):
 def multi_class(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cls")
     table = _table(tmp / "items.csv")
-    config = _config(tmp / "cls.yaml", {"path": str(table)}, {"class_weights": "balanced"})
-    return tmp, _train(tmp, config)
+    model = {"class_weights": "balanced", "ngram_blend": True}
+    return tmp, _train(tmp, _config(tmp / "cls.yaml", {"path": str(table)}, model))
 
 
 def test_train_publishes_a_classifier_with_report_and_plots(multi_class):
@@ -93,6 +93,20 @@ def test_export_matches_the_evaluated_probabilities(multi_class):
     saved = np.load(run / "test_predictions.npz")
     np.testing.assert_allclose(out["probabilities"].numpy(), saved["probabilities"], atol=1e-5)
     assert [n.decode() for n in loaded.label_names.numpy()] == ["hats", "mugs", "shoes"]
+
+
+def test_ngram_blend_is_chosen_on_validation_reported_and_exported(multi_class):
+    from recsys.tasks.ngram_linear import WEIGHT_GRID
+
+    tmp, run = multi_class
+    blend = store.read_card(tmp / "store" / "cls" / "1")["ngram_blend"]
+    assert blend["ngram_weight"] in WEIGHT_GRID and blend["logit_scale"] > 0
+    assert blend["validation_log_loss_blend"] <= blend["validation_log_loss_model"]
+    reported = json.loads((run / "report.json").read_text())["test"]["ngram_blend"]
+    assert {k: v for k, v in reported.items() if k != "without_blend"} == blend
+    assert set(reported["without_blend"]) == {"accuracy", "macro_f1"}
+    loaded = tf.saved_model.load(str(tmp / "store" / "cls" / "1"))
+    assert float(loaded.logit_scale.numpy()) == pytest.approx(blend["logit_scale"])
 
 
 def test_multi_label_frozen_backbone_tunes_and_exports_thresholds(tmp_path):
@@ -191,30 +205,3 @@ def test_synthetic_reviews_as_sentiment_and_recommendation(tiny_store_dir):
     assert data.train["text"].str.contains(r"\. ").all()  # "title. text"
     base["data"]["label"] = "recommended"
     assert classify.prepare(from_dict(base)).labels == ("not_recommended", "recommended")
-
-
-def test_ngram_blend_is_fitted_reported_and_exported(tmp_path):
-    table = _table(tmp_path / "items.csv")
-    config = _config(tmp_path / "ng.yaml", {"path": str(table)}, {"ngram_blend": True}, epochs=1)
-    run = _train(tmp_path, config)
-    card = store.read_card(tmp_path / "store" / "cls" / "1")
-    blend = card["ngram_blend"]
-    assert blend["ngram_weight"] in blend_weights() and blend["logit_scale"] > 0
-    assert blend["validation_log_loss_blend"] <= blend["validation_log_loss_model"]
-    report = json.loads((run / "report.json").read_text())
-    assert {k: v for k, v in report["test"]["ngram_blend"].items() if k != "without_blend"} == blend
-    assert set(report["test"]["ngram_blend"]["without_blend"]) == {"accuracy", "macro_f1"}
-    loaded = tf.saved_model.load(str(tmp_path / "store" / "cls" / "1"))
-    data = classify.prepare(from_dict(yaml.safe_load(config.read_text())))
-    out = loaded.signatures["classify"](text=tf.constant(data.test["text"].tolist()))
-    saved = np.load(run / "test_predictions.npz")
-    np.testing.assert_allclose(out["probabilities"].numpy(), saved["probabilities"], atol=1e-5)
-    assert float(loaded.logit_scale.numpy()) == pytest.approx(blend["logit_scale"])
-    # One epoch of a tiny model at this learning rate guesses; the words decide the classes.
-    assert blend["ngram_weight"] > 0 and report["test"]["accuracy"] == 1.0
-
-
-def blend_weights():
-    from recsys.tasks.ngram_linear import WEIGHT_GRID
-
-    return WEIGHT_GRID
