@@ -297,8 +297,8 @@ def dataset(data, split, preprocessor, batch_size, config, training=False, label
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _logits(model, preprocessor, data, split, config):
-    """The model's logits `[N, C]` of the split's texts (with the n-gram blend when fitted)."""
+def _model_logits(model, preprocessor, data, split, config):
+    """The model's logits `[N, C]` of the split's texts, in the split's order (no blend)."""
     import tensorflow as tf
 
     texts = getattr(data, split)["text"].tolist()
@@ -312,11 +312,16 @@ def _logits(model, preprocessor, data, split, config):
         ds = ds.batch(batch).map(preprocessor).prefetch(tf.data.AUTOTUNE)
         logits = np.empty((len(texts), len(data.labels)), dtype=np.float32)
         logits[order] = model.predict(ds, verbose=0)[OUTPUT]
-    if data.ngram is not None:
-        logits = data.ngram_summary["logit_scale"] * (
-            logits + _ngram_outputs(data.ngram, preprocessor, texts)
-        )
     return logits
+
+
+def _blended(data, preprocessor, split, logits):
+    """`logits` of the split with the n-gram blend added and scaled, once it is fitted."""
+    if data.ngram is None:
+        return logits
+    texts = getattr(data, split)["text"].tolist()
+    outputs = _ngram_outputs(data.ngram, preprocessor, texts)
+    return data.ngram_summary["logit_scale"] * (logits + outputs)
 
 
 def _ngram_outputs(layer, preprocessor, texts):
@@ -349,7 +354,7 @@ def fit_ngram_blend(model, preprocessor, data, config):
     logger.info("Fitting the n-gram blend (token uni- and bigrams, logistic regression)")
     train = _ngram_matrix(preprocessor, data.train["text"].tolist(), vocabulary_size)
     validation = _ngram_matrix(preprocessor, data.validation["text"].tolist(), vocabulary_size)
-    model_logits = _logits(model, preprocessor, data, "validation", config)
+    model_logits = _model_logits(model, preprocessor, data, "validation", config)
     kernel, bias, summary = ngram_linear.fit_blend(
         (train, data.targets("train")),
         (validation, data.targets("validation"), model_logits),
@@ -364,7 +369,9 @@ def fit_ngram_blend(model, preprocessor, data, config):
 
 def predict(model, preprocessor, data, split, config):
     """Probabilities `[N, C]` of the split's texts, in the split's order."""
-    logits = _logits(model, preprocessor, data, split, config)
+    logits = _blended(
+        data, preprocessor, split, _model_logits(model, preprocessor, data, split, config)
+    )
     return probabilities_from_logits(logits, data.multi_label)
 
 
@@ -374,8 +381,7 @@ def _multi_class_report(data, probabilities, run_dir):
     matrix = metrics.confusion_matrix(truth, predicted, num_classes)
     per_class = metrics.precision_recall_per_class(truth, predicted, num_classes)
     test = {
-        "accuracy": metrics.accuracy(truth, predicted),
-        "macro_f1": metrics.macro_f1(truth, predicted, num_classes),
+        **_scores(data, probabilities),
         "per_class": {data.labels[c]: stats for c, stats in per_class.items()},
         "confusion_matrix": matrix.tolist(),
         "labels": list(data.labels),
@@ -386,7 +392,6 @@ def _multi_class_report(data, probabilities, run_dir):
         minority = int(np.argmin(np.bincount(data.targets("train"), minlength=2)))
         scores = probabilities[:, 1]
         test.update(
-            roc_auc=metrics.roc_auc(truth, scores),
             positive_class=data.labels[1],
             minority_class=data.labels[minority],
             minority_f1=metrics.f1_for_class(truth, predicted, minority),
@@ -446,11 +451,14 @@ def _scores(data, probabilities):
 
 
 def evaluate(model, preprocessor, data, config, run_dir):
+    test_logits = _model_logits(model, preprocessor, data, "test", config)  # one pass over test
     alone = None
     if config.model.ngram_blend:
-        alone = predict(model, preprocessor, data, "test", config)
+        alone = probabilities_from_logits(test_logits, data.multi_label)
         fit_ngram_blend(model, preprocessor, data, config)
-    probabilities = predict(model, preprocessor, data, "test", config)
+    probabilities = probabilities_from_logits(
+        _blended(data, preprocessor, "test", test_logits), data.multi_label
+    )
     if data.multi_label:
         validation = predict(model, preprocessor, data, "validation", config)
         data.thresholds = tune_thresholds(data.targets("validation"), validation)
