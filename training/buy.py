@@ -29,7 +29,8 @@ class BuyData:
     events: pd.DataFrame
     truth: pd.DataFrame | None = None
     bayes_optimal_auc: float | None = None
-    product_counts: tuple = ()
+    product_counts: tuple = ()  # before the validation period: what training sees
+    test_counts: tuple = ()  # up to the test period: evaluation and export
     embeddings: dict = dataclasses.field(default_factory=dict)  # frozen mode: text -> vector
 
     @property
@@ -104,7 +105,11 @@ def prepare(config) -> BuyData:
         truth = _with_texts(truth, events, catalog, config.data.history_length)
     if protocol_pairs is not None:  # a benchmark protocol fixes the test pairs (P1)
         test = _with_texts(protocol_pairs, events, catalog, config.data.history_length)
-    return BuyData(train, validation, test, catalog, events, truth, bayes, counts)
+    # Evaluation and export count up to the first test pair, as a model retrained on the
+    # latest data would (the recent-buyers window then ends where the test period starts).
+    starts = [f["timestamp"].min() for f in (test, truth) if f is not None and len(f)]
+    test_counts = buy_pairs.product_counts(events, catalog, before=min(starts) if starts else None)
+    return BuyData(train, validation, test, catalog, events, truth, bayes, counts, test_counts)
 
 
 def _with_texts(pairs, events, catalog, history_length):
@@ -257,6 +262,9 @@ def predict(model, preprocessor, data, split, config):
 
 
 def evaluate(model, preprocessor, data, config, run_dir):
+    if data.test_counts:
+        logger.info("Product statistics counted up to the test period for evaluation and export")
+        preprocessor.product_stats.refresh(*data.test_counts)
     probabilities = predict(model, preprocessor, data, "test", config)
     labels = data.test["label"].to_numpy()
     test = metrics.binary_report(labels, probabilities, user_ids=data.test["user_id"].to_numpy())

@@ -27,6 +27,7 @@ from recsys.schema import price_band
 from recsys.tasks.buy_probability import BOUGHT_PREFIX, context_text, item_text, product_text
 
 SESSION_GAP = pd.Timedelta(minutes=30)
+RECENT_DAYS = 30  # window of the products' recent distinct buyers (`product_counts`)
 
 
 def catalog_texts(catalog: pd.DataFrame):
@@ -177,18 +178,38 @@ def time_split(pairs, validation_fraction=0.1, test_fraction=0.1):
     )
 
 
-def product_counts(events, catalog, before=None):
-    """Purchases, views and log price relative to the category median, per product text.
+def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
+    """Per product text: purchases, views, log price relative to the category median, and
+    distinct buyers in the last `recent_days` days.
 
-    Counts use events before `before` when given. Products with identical text share one entry.
+    Counts use events before `before` when given; the recent window ends at `before` (or at the
+    latest event). Products with identical text share one entry.
 
     Returns:
-        `(texts, purchases, views, relative_price)` aligned lists for `ProductStats`.
+        `(texts, purchases, views, relative_price, recent_buyers)` aligned lists for
+        `ProductStats`.
+
+    >>> import pandas as pd
+    >>> events = pd.DataFrame({"user_id": ["u", "v", "v", "w"], "product_id": ["a", "a", "a", "b"],
+    ...     "event": ["purchase", "purchase", "purchase", "view"],
+    ...     "timestamp": pd.to_datetime(["2024-01-01", "2024-03-01", "2024-03-02", "2024-03-03"])})
+    >>> catalog = pd.DataFrame({"product_id": ["a", "b"], "title": ["Mug", "Cap"],
+    ...                         "category": ["kitchen", "hats"]})
+    >>> texts, bought, seen, _, recent = product_counts(events, catalog)
+    >>> bought, seen, recent  # a: 3 purchases, 1 buyer (v) in the 30 days to 2024-03-03
+    ([3.0, 0.0], [0.0, 1.0], [1.0, 0.0])
     """
     if before is not None:
         events = events[events["timestamp"] < before]
-    purchases = events[events["event"] == "purchase"]["product_id"].value_counts()
+    purchase_rows = events[events["event"] == "purchase"]
+    purchases = purchase_rows["product_id"].value_counts()
     views = events[events["event"] != "purchase"]["product_id"].value_counts()
+    window_end = before if before is not None else events["timestamp"].max()
+    if len(purchase_rows) and not pd.isna(window_end):
+        in_window = purchase_rows["timestamp"] >= window_end - pd.Timedelta(days=recent_days)
+        recent = purchase_rows[in_window].groupby("product_id")["user_id"].nunique()
+    else:
+        recent = pd.Series(dtype="float64")
     _, product_texts = catalog_texts(catalog)
     relative = pd.Series(0.0, index=catalog["product_id"].to_numpy())
     if "price" in catalog:
@@ -199,12 +220,12 @@ def product_counts(events, catalog, before=None):
         relative[:] = np.where(np.isfinite(ratio), ratio, 0.0)
     totals = {}
     for pid, text in product_texts.items():
-        bought, seen, rel = totals.get(text, (0.0, 0.0, float(relative[pid])))
-        totals[text] = (bought + float(purchases.get(pid, 0)), seen + float(views.get(pid, 0)), rel)
+        bought, seen, rel, buyers = totals.get(text, (0.0, 0.0, float(relative[pid]), 0.0))
+        totals[text] = (
+            bought + float(purchases.get(pid, 0)),
+            seen + float(views.get(pid, 0)),
+            rel,
+            buyers + float(recent.get(pid, 0)),
+        )
     texts = list(totals)
-    return (
-        texts,
-        [totals[t][0] for t in texts],
-        [totals[t][1] for t in texts],
-        [totals[t][2] for t in texts],
-    )
+    return (texts, *([totals[t][i] for t in texts] for i in range(4)))

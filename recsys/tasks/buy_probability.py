@@ -44,6 +44,7 @@ FEATURE_NAMES = (
     "log_product_purchases",
     "product_conversion",
     "log_relative_price",
+    "log_recent_buyers",
     "mean_title_overlap",
     "max_title_overlap",
 )
@@ -122,9 +123,10 @@ def history_features(context, product, product_stats=None):
     title appears in the history and among purchases, how recently, the share of history items
     in its category and of its brand, whether the user bought in that category or brand before,
     the history length, the product's purchases, conversion rate and price relative to its
-    category's median in the training period (`product_stats(product) -> [N, 3]` purchases,
-    views, log relative price; zeros when not given), and the mean and max title-word overlap
-    between the product and the history items.
+    category's median in the training period and its distinct buyers in the period's last days
+    (`product_stats(product) -> [N, 4]` purchases, views, log relative price, recent buyers;
+    zeros when not given), and the mean and max title-word overlap between the product and the
+    history items.
 
     >>> import tensorflow as tf
     >>> f = history_features(tf.constant(["bought: a | x | z ; b | y ; a | x"]),
@@ -165,7 +167,7 @@ def history_features(context, product, product_stats=None):
     denominator = tf.maximum(length, 1.0)
     positions = tf.cast(tf.range(tf.shape(same[0])[1]), tf.float32)[None, :]
     if product_stats is None:
-        stats = tf.zeros([tf.shape(product)[0], 3], tf.float32)
+        stats = tf.zeros([tf.shape(product)[0], len(ProductStats.COLUMNS)], tf.float32)
     else:
         stats = product_stats(product)
     return tf.stack(
@@ -181,6 +183,7 @@ def history_features(context, product, product_stats=None):
             tf.math.log1p(stats[:, 0]),
             (stats[:, 0] + 1.0) / (stats[:, 1] + _PRIOR_VIEWS),
             stats[:, 2],
+            tf.math.log1p(stats[:, 3]),
             tf.reduce_sum(overlap, axis=1) / denominator,
             tf.reduce_max(overlap, axis=1),
         ],
@@ -189,34 +192,55 @@ def history_features(context, product, product_stats=None):
 
 
 class ProductStats(tf.Module):
-    """Training-period purchases, views and log relative price per product text, in the graph.
+    """Per product text, in the graph: training-period purchases, views, log relative price and
+    recent distinct buyers (`recsys.data.buy_pairs.product_counts`).
 
-    Unknown products (inline in a request) get zeros.
+    Unknown products (inline in a request) get zeros. `refresh` replaces the figures with ones
+    counted up to a later date (the model is trained on figures from before its validation
+    period and evaluated and exported with figures up to its test period).
 
     >>> import tensorflow as tf
-    >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5])
+    >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5], [2.0])
     >>> stats(tf.constant(["a | x", "b | y"])).numpy().tolist()
-    [[3.0, 9.0, 0.5], [0.0, 0.0, 0.0]]
+    [[3.0, 9.0, 0.5, 2.0], [0.0, 0.0, 0.0, 0.0]]
+    >>> stats.refresh(["a | x"], [4.0], [9.0], [0.5], [1.0])
+    >>> stats(tf.constant(["a | x"])).numpy().tolist()
+    [[4.0, 9.0, 0.5, 1.0]]
     """
 
-    def __init__(self, texts, purchases, views, relative_price=None):
-        import numpy as np
+    COLUMNS = ("purchases", "views", "relative_price", "recent_buyers")
 
+    def __init__(self, texts, purchases, views, relative_price=None, recent_buyers=None):
         super().__init__(name="product_stats")
-        if relative_price is None:
-            relative_price = np.zeros(len(texts))
-        values = np.stack(
-            [np.asarray(v, "float32") for v in (purchases, views, relative_price)], axis=1
-        )
-        values = np.concatenate([values, np.zeros((1, 3), "float32")])
-        self.size = len(texts)
+        self.texts = list(texts)
+        self.size = len(self.texts)
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
-                tf.constant(list(texts), tf.string), tf.range(len(texts), dtype=tf.int64)
+                tf.constant(self.texts, tf.string), tf.range(self.size, dtype=tf.int64)
             ),
-            default_value=len(texts),
+            default_value=self.size,
         )
-        self.values = tf.Variable(values, trainable=False, name="product_stats")
+        self.values = tf.Variable(
+            self._matrix(purchases, views, relative_price, recent_buyers),
+            trainable=False,
+            name="product_stats",
+        )
+
+    def _matrix(self, *columns):
+        import numpy as np
+
+        columns = [np.zeros(self.size) if c is None else c for c in columns]
+        values = np.stack([np.asarray(c, "float32") for c in columns], axis=1)
+        return np.concatenate([values, np.zeros((1, len(columns)), "float32")])
+
+    def refresh(self, texts, purchases, views, relative_price=None, recent_buyers=None):
+        """Replaces the figures; `texts` must be the same products in the same order."""
+        if list(texts) != self.texts:
+            raise ValueError(
+                "ProductStats.refresh needs the same product texts in the same order as the "
+                f"table ({self.size} products); got {len(list(texts))} that differ."
+            )
+        self.values.assign(self._matrix(purchases, views, relative_price, recent_buyers))
 
     def __call__(self, product):
         return tf.gather(self.values, self.table.lookup(product))

@@ -37,6 +37,33 @@ def test_train_publishes_a_version_with_report_and_plots(trained):
     assert (trained / "store" / "buy" / "1" / "catalog.parquet").is_file()
 
 
+def test_export_carries_product_counts_up_to_the_test_period(trained):
+    import tensorflow as tf
+
+    from recsys.config import load_config
+    from recsys.tasks.buy_probability import ProductStats
+    from training import buy
+
+    data = buy.prepare(load_config(trained / "buy.yaml"))
+    assert data.test_counts[0] == data.product_counts[0]  # the same products, in order
+    assert data.test_counts[1] != data.product_counts[1]  # more purchases by the test period
+    loaded = tf.saved_model.load(str(trained / "store" / "buy" / "1"))
+    keys, rows = (
+        t.numpy()
+        for t in tf.raw_ops.LookupTableExportV2(
+            table_handle=loaded.product_stats.table.resource_handle,
+            Tkeys=tf.string,
+            Tvalues=tf.int64,
+        )
+    )
+    values = loaded.product_stats.values.numpy()
+    exported = {key.decode(): values[row] for key, row in zip(keys, rows, strict=True)}
+    assert values.shape[1] == len(ProductStats.COLUMNS)
+    for text, *expected in zip(*data.test_counts, strict=True):
+        np.testing.assert_allclose(exported[text], expected, rtol=1e-6, err_msg=text)
+    assert sum(data.test_counts[4]) > 0  # products bought in the 30 days before the test
+
+
 def test_a_second_run_publishes_the_next_version(trained, tiny_store_dir):
     config = tiny_buy_config(trained / "buy2.yaml", store_dir=tiny_store_dir, epochs=1)
     assert (

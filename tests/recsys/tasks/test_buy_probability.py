@@ -25,7 +25,7 @@ def test_history_features_count_recency_and_category():
         ["query: mug ; Cap | hats | Acme ; bought: Mug | kitchen | Acme ; bought: Cap | hats", ""]
     )
     product = tf.constant(["Cap | hats | Acme | price low", "Cap | hats"])
-    stats = bp.ProductStats(["Cap | hats | Acme | price low"], [4.0], [30.0], [-0.5])
+    stats = bp.ProductStats(["Cap | hats | Acme | price low"], [4.0], [30.0], [-0.5], [2.0])
     features = dict(
         zip(bp.FEATURE_NAMES, bp.history_features(context, product, stats).numpy().T, strict=False)
     )
@@ -41,6 +41,7 @@ def test_history_features_count_recency_and_category():
         "log_product_purchases": [np.log1p(4), 0],
         "product_conversion": [5 / 40, 1 / 10],
         "log_relative_price": [-0.5, 0],
+        "log_recent_buyers": [np.log1p(2), 0],
         "mean_title_overlap": [2 / 3, 0],
         "max_title_overlap": [1, 0],
     }
@@ -151,3 +152,34 @@ def test_features_are_finite_when_no_row_has_history():
     ).numpy()
     assert np.isfinite(features).all()
     np.testing.assert_allclose(features[:, :8], 0.0)
+
+
+def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_buyers():
+    catalog = pd.DataFrame(
+        {"product_id": list("abc"), "title": ["A", "B", "A"], "category": ["x", "y", "x"]}
+    )
+    events = _events(
+        [
+            ("u", "a", "purchase", "2024-01-01"),  # outside the 30-day window
+            ("v", "a", "purchase", "2024-02-20"),
+            ("v", "a", "purchase", "2024-02-25"),  # the same buyer again
+            ("w", "c", "purchase", "2024-02-28"),  # c has a's text: one entry
+            ("w", "b", "view", "2024-02-28"),
+            ("z", "b", "purchase", "2024-03-05"),  # after the cutoff
+        ]
+    )
+    texts, bought, seen, _, recent = buy_pairs.product_counts(
+        events, catalog, before=pd.Timestamp("2024-03-01", tz="UTC")
+    )
+    by_text = dict(zip(texts, zip(bought, seen, recent, strict=True), strict=True))
+    assert by_text == {"A | x": (4.0, 0.0, 2.0), "B | y": (0.0, 1.0, 0.0)}
+    _, bought, _, _, recent = buy_pairs.product_counts(events, catalog)  # window to 2024-03-05
+    assert dict(zip(texts, recent, strict=True)) == {"A | x": 2.0, "B | y": 1.0}
+
+
+def test_product_stats_refresh_refuses_another_catalog():
+    stats = bp.ProductStats(["a | x", "b | y"], [1.0, 2.0], [3.0, 4.0])
+    stats.refresh(["a | x", "b | y"], [5.0, 6.0], [7.0, 8.0], None, [1.0, 0.0])
+    np.testing.assert_allclose(stats(tf.constant(["b | y"])).numpy(), [[6.0, 8.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="same product texts"):
+        stats.refresh(["b | y", "a | x"], [1.0, 1.0], [1.0, 1.0])
