@@ -179,15 +179,16 @@ def time_split(pairs, validation_fraction=0.1, test_fraction=0.1):
 
 
 def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
-    """Per product text: purchases, views, log price relative to the category median, and
-    distinct buyers in the last `recent_days` days.
+    """Per product text, the columns of `ProductStats`: purchases, views, log price relative to
+    the category median, distinct buyers in the last `recent_days` days, how recently it last
+    sold (`7 / (7 + days)`, 0 when never) and its age in days since its first event.
 
-    Counts use events before `before` when given; the recent window ends at `before` (or at the
+    Counts use events before `before` when given; days count back from `before` (or from the
     latest event). Products with identical text share one entry.
 
     Returns:
-        `(texts, purchases, views, relative_price, recent_buyers)` aligned lists for
-        `ProductStats`.
+        `(texts, purchases, views, relative_price, recent_buyers, sale_recency, age_days)`
+        aligned lists for `ProductStats`.
 
     >>> import pandas as pd
     >>> events = pd.DataFrame({"user_id": ["u", "v", "v", "w"], "product_id": ["a", "a", "a", "b"],
@@ -195,21 +196,27 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
     ...     "timestamp": pd.to_datetime(["2024-01-01", "2024-03-01", "2024-03-02", "2024-03-03"])})
     >>> catalog = pd.DataFrame({"product_id": ["a", "b"], "title": ["Mug", "Cap"],
     ...                         "category": ["kitchen", "hats"]})
-    >>> texts, bought, seen, _, recent = product_counts(events, catalog)
+    >>> texts, bought, seen, _, recent, sold, age = product_counts(events, catalog)
     >>> bought, seen, recent  # a: 3 purchases, 1 buyer (v) in the 30 days to 2024-03-03
     ([3.0, 0.0], [0.0, 1.0], [1.0, 0.0])
+    >>> sold, age  # a last sold 1 day before the end (b never), first seen 62 days before it
+    ([0.875, 0.0], [62.0, 0.0])
     """
     if before is not None:
         events = events[events["timestamp"] < before]
+    end = before if before is not None else events["timestamp"].max()
     purchase_rows = events[events["event"] == "purchase"]
-    purchases = purchase_rows["product_id"].value_counts()
-    views = events[events["event"] != "purchase"]["product_id"].value_counts()
-    window_end = before if before is not None else events["timestamp"].max()
-    if len(purchase_rows) and not pd.isna(window_end):
-        in_window = purchase_rows["timestamp"] >= window_end - pd.Timedelta(days=recent_days)
-        recent = purchase_rows[in_window].groupby("product_id")["user_id"].nunique()
-    else:
-        recent = pd.Series(dtype="float64")
+    columns = {
+        "purchases": purchase_rows["product_id"].value_counts(),
+        "views": events[events["event"] != "purchase"]["product_id"].value_counts(),
+    }
+    if len(events) and not pd.isna(end):
+        day = pd.Timedelta(days=1)
+        recent = purchase_rows[purchase_rows["timestamp"] >= end - recent_days * day]
+        columns["recent_buyers"] = recent.groupby("product_id")["user_id"].nunique()
+        last_sale = (end - purchase_rows.groupby("product_id")["timestamp"].max()) / day
+        columns["sale_recency"] = 7.0 / (7.0 + last_sale)
+        columns["age_days"] = (end - events.groupby("product_id")["timestamp"].min()) / day
     _, product_texts = catalog_texts(catalog)
     relative = pd.Series(0.0, index=catalog["product_id"].to_numpy())
     if "price" in catalog:
@@ -218,14 +225,27 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.log(price / median)
         relative[:] = np.where(np.isfinite(ratio), ratio, 0.0)
-    totals = {}
+    combine = {  # products sharing a text: counts add up, recency and age take the larger
+        "purchases": sum,
+        "views": sum,
+        "relative_price": lambda values: values[0],
+        "recent_buyers": sum,
+        "sale_recency": max,
+        "age_days": max,
+    }
+    columns["relative_price"] = relative
+    columns = {name: values.to_dict() for name, values in columns.items()}
+    per_text = {}
     for pid, text in product_texts.items():
-        bought, seen, rel, buyers = totals.get(text, (0.0, 0.0, float(relative[pid]), 0.0))
-        totals[text] = (
-            bought + float(purchases.get(pid, 0)),
-            seen + float(views.get(pid, 0)),
-            rel,
-            buyers + float(recent.get(pid, 0)),
-        )
-    texts = list(totals)
-    return (texts, *([totals[t][i] for t in texts] for i in range(4)))
+        per_text.setdefault(text, []).append(pid)
+    texts = list(per_text)
+    return (
+        texts,
+        *(
+            [
+                float(merge([float(columns.get(name, {}).get(pid, 0.0)) for pid in per_text[t]]))
+                for t in texts
+            ]
+            for name, merge in combine.items()
+        ),
+    )

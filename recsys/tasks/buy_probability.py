@@ -45,6 +45,8 @@ FEATURE_NAMES = (
     "product_conversion",
     "log_relative_price",
     "log_recent_buyers",
+    "sale_recency",
+    "log_product_age",
     "mean_title_overlap",
     "max_title_overlap",
 )
@@ -123,9 +125,9 @@ def history_features(context, product, product_stats=None):
     title appears in the history and among purchases, how recently, the share of history items
     in its category and of its brand, whether the user bought in that category or brand before,
     the history length, the product's purchases, conversion rate and price relative to its
-    category's median in the training period and its distinct buyers in the period's last days
-    (`product_stats(product) -> [N, 4]` purchases, views, log relative price, recent buyers;
-    zeros when not given), and the mean and max title-word overlap between the product and the
+    category's median in the training period, its distinct buyers in the period's last days, how
+    recently it last sold and its age (`product_stats(product) -> [N, 6]`, the columns of
+    `ProductStats`; zeros when not given), and the mean and max title-word overlap between the product and the
     history items.
 
     >>> import tensorflow as tf
@@ -184,6 +186,8 @@ def history_features(context, product, product_stats=None):
             (stats[:, 0] + 1.0) / (stats[:, 1] + _PRIOR_VIEWS),
             stats[:, 2],
             tf.math.log1p(stats[:, 3]),
+            stats[:, 4],
+            tf.math.log1p(stats[:, 5]),
             tf.reduce_sum(overlap, axis=1) / denominator,
             tf.reduce_max(overlap, axis=1),
         ],
@@ -192,25 +196,26 @@ def history_features(context, product, product_stats=None):
 
 
 class ProductStats(tf.Module):
-    """Per product text, in the graph: training-period purchases, views, log relative price and
-    recent distinct buyers (`recsys.data.buy_pairs.product_counts`).
+    """Per product text, in the graph: training-period purchases, views, log relative price,
+    recent distinct buyers, last-sale recency and age in days (the columns of
+    `recsys.data.buy_pairs.product_counts`).
 
     Unknown products (inline in a request) get zeros. `refresh` replaces the figures with ones
     counted up to a later date (the model is trained on figures from before its validation
     period and evaluated and exported with figures up to its test period).
 
     >>> import tensorflow as tf
-    >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5], [2.0])
+    >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5], [2.0], [0.5], [40.0])
     >>> stats(tf.constant(["a | x", "b | y"])).numpy().tolist()
-    [[3.0, 9.0, 0.5, 2.0], [0.0, 0.0, 0.0, 0.0]]
-    >>> stats.refresh(["a | x"], [4.0], [9.0], [0.5], [1.0])
+    [[3.0, 9.0, 0.5, 2.0, 0.5, 40.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    >>> stats.refresh(["a | x"], [4.0], [9.0], [0.5], [1.0], [1.0], [41.0])
     >>> stats(tf.constant(["a | x"])).numpy().tolist()
-    [[4.0, 9.0, 0.5, 1.0]]
+    [[4.0, 9.0, 0.5, 1.0, 1.0, 41.0]]
     """
 
-    COLUMNS = ("purchases", "views", "relative_price", "recent_buyers")
+    COLUMNS = ("purchases", "views", "relative_price", "recent_buyers", "sale_recency", "age_days")
 
-    def __init__(self, texts, purchases, views, relative_price=None, recent_buyers=None):
+    def __init__(self, texts, purchases, views, *more):
         super().__init__(name="product_stats")
         self.texts = list(texts)
         self.size = len(self.texts)
@@ -221,26 +226,30 @@ class ProductStats(tf.Module):
             default_value=self.size,
         )
         self.values = tf.Variable(
-            self._matrix(purchases, views, relative_price, recent_buyers),
+            self._matrix(purchases, views, *more),
             trainable=False,
             name="product_stats",
         )
 
     def _matrix(self, *columns):
+        """`[size + 1, len(COLUMNS)]`: missing or None columns are zeros, then the unknown row."""
         import numpy as np
 
+        if len(columns) > len(self.COLUMNS):
+            raise ValueError(f"ProductStats takes at most the columns {self.COLUMNS}")
+        columns += (None,) * (len(self.COLUMNS) - len(columns))
         columns = [np.zeros(self.size) if c is None else c for c in columns]
         values = np.stack([np.asarray(c, "float32") for c in columns], axis=1)
         return np.concatenate([values, np.zeros((1, len(columns)), "float32")])
 
-    def refresh(self, texts, purchases, views, relative_price=None, recent_buyers=None):
+    def refresh(self, texts, purchases, views, *more):
         """Replaces the figures; `texts` must be the same products in the same order."""
         if list(texts) != self.texts:
             raise ValueError(
                 "ProductStats.refresh needs the same product texts in the same order as the "
                 f"table ({self.size} products); got {len(list(texts))} that differ."
             )
-        self.values.assign(self._matrix(purchases, views, relative_price, recent_buyers))
+        self.values.assign(self._matrix(purchases, views, *more))
 
     def __call__(self, product):
         return tf.gather(self.values, self.table.lookup(product))

@@ -25,7 +25,9 @@ def test_history_features_count_recency_and_category():
         ["query: mug ; Cap | hats | Acme ; bought: Mug | kitchen | Acme ; bought: Cap | hats", ""]
     )
     product = tf.constant(["Cap | hats | Acme | price low", "Cap | hats"])
-    stats = bp.ProductStats(["Cap | hats | Acme | price low"], [4.0], [30.0], [-0.5], [2.0])
+    stats = bp.ProductStats(
+        ["Cap | hats | Acme | price low"], [4.0], [30.0], [-0.5], [2.0], [0.25], [90.0]
+    )
     features = dict(
         zip(bp.FEATURE_NAMES, bp.history_features(context, product, stats).numpy().T, strict=False)
     )
@@ -42,6 +44,8 @@ def test_history_features_count_recency_and_category():
         "product_conversion": [5 / 40, 1 / 10],
         "log_relative_price": [-0.5, 0],
         "log_recent_buyers": [np.log1p(2), 0],
+        "sale_recency": [0.25, 0],
+        "log_product_age": [np.log1p(90), 0],
         "mean_title_overlap": [2 / 3, 0],
         "max_title_overlap": [1, 0],
     }
@@ -168,18 +172,21 @@ def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_bu
             ("z", "b", "purchase", "2024-03-05"),  # after the cutoff
         ]
     )
-    texts, bought, seen, _, recent = buy_pairs.product_counts(
+    texts, bought, seen, _, recent, sold, age = buy_pairs.product_counts(
         events, catalog, before=pd.Timestamp("2024-03-01", tz="UTC")
     )
-    by_text = dict(zip(texts, zip(bought, seen, recent, strict=True), strict=True))
-    assert by_text == {"A | x": (4.0, 0.0, 2.0), "B | y": (0.0, 1.0, 0.0)}
-    _, bought, _, _, recent = buy_pairs.product_counts(events, catalog)  # window to 2024-03-05
+    by_text = dict(zip(texts, zip(bought, seen, recent, sold, age, strict=True), strict=True))
+    # A last sold on 2024-02-28 (2 days before: a leap year), first on 2024-01-01 (60 days);
+    # B was only viewed.
+    assert by_text == {"A | x": (4.0, 0.0, 2.0, 7 / 9, 60.0), "B | y": (0.0, 1.0, 0.0, 0.0, 2.0)}
+    _, bought, _, _, recent, sold, _ = buy_pairs.product_counts(events, catalog)  # to 03-05
     assert dict(zip(texts, recent, strict=True)) == {"A | x": 2.0, "B | y": 1.0}
+    assert dict(zip(texts, sold, strict=True)) == {"A | x": 7 / 13, "B | y": 1.0}
 
 
 def test_product_stats_refresh_refuses_another_catalog():
     stats = bp.ProductStats(["a | x", "b | y"], [1.0, 2.0], [3.0, 4.0])
     stats.refresh(["a | x", "b | y"], [5.0, 6.0], [7.0, 8.0], None, [1.0, 0.0])
-    np.testing.assert_allclose(stats(tf.constant(["b | y"])).numpy(), [[6.0, 8.0, 0.0, 0.0]])
+    np.testing.assert_allclose(stats(tf.constant(["b | y"])).numpy(), [[6, 8, 0, 0, 0, 0]])
     with pytest.raises(ValueError, match="same product texts"):
         stats.refresh(["b | y", "a | x"], [1.0, 1.0], [1.0, 1.0])
