@@ -234,18 +234,12 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
         "age_days": max,
     }
     columns["relative_price"] = relative
-    columns = {name: values.to_dict() for name, values in columns.items()}
-    per_text = {}
+    by_id = {name: columns[name].to_dict() if name in columns else {} for name in combine}
+    ids_by_text = {}
     for pid, text in product_texts.items():
-        per_text.setdefault(text, []).append(pid)
-    texts = list(per_text)
-    return (
-        texts,
-        *(
-            [
-                float(merge([float(columns.get(name, {}).get(pid, 0.0)) for pid in per_text[t]]))
-                for t in texts
-            ]
-            for name, merge in combine.items()
-        ),
-    )
+        ids_by_text.setdefault(text, []).append(pid)
+    merged = [
+        [float(merge([by_id[name].get(pid, 0.0) for pid in ids])) for ids in ids_by_text.values()]
+        for name, merge in combine.items()
+    ]
+    return (list(ids_by_text), *merged)

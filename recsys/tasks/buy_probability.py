@@ -127,8 +127,8 @@ def history_features(context, product, product_stats=None):
     the history length, the product's purchases, conversion rate and price relative to its
     category's median in the training period, its distinct buyers in the period's last days, how
     recently it last sold and its age (`product_stats(product) -> [N, 6]`, the columns of
-    `ProductStats`; zeros when not given), and the mean and max title-word overlap between the product and the
-    history items.
+    `ProductStats`; zeros when not given), and the mean and max title-word overlap between the
+    product and the history items.
 
     >>> import tensorflow as tf
     >>> f = history_features(tf.constant(["bought: a | x | z ; b | y ; a | x"]),
