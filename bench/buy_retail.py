@@ -21,19 +21,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def baselines(train_events, pairs):
-    """Scores for the four baselines, aligned with `pairs`."""
-    from recsys import metrics
-
+def item_knn(train_events, pairs):
+    """Item co-occurrence kNN: the summed cosine similarity (over users who bought both) of each
+    pair's product with the products its user bought in `train_events`."""
     products = np.array(sorted(train_events["product_id"].unique()))
     index = {p: i for i, p in enumerate(products)}
-    popularity = train_events["product_id"].value_counts()
-    pop = pairs["product_id"].map(popularity).fillna(0).to_numpy(float)
-    counts = train_events.groupby(["user_id", "product_id"]).size()
-    repeat = np.array(
-        [counts.get((u, p), 0) for u, p in zip(pairs["user_id"], pairs["product_id"], strict=True)],
-        float,
-    )
     users = np.array(sorted(train_events["user_id"].unique()))
     user_index = {u: i for i, u in enumerate(users)}
     matrix = np.zeros((len(users), len(products)), dtype=np.float32)
@@ -49,6 +41,21 @@ def baselines(train_events, pairs):
         history = matrix[user_index[user]]
         cols = pairs["product_id"].iloc[rows].map(index).to_numpy()
         knn[rows] = similarity[cols] @ history
+    return knn
+
+
+def baselines(train_events, pairs):
+    """Scores for the four baselines, aligned with `pairs`."""
+    from recsys import metrics
+
+    popularity = train_events["product_id"].value_counts()
+    pop = pairs["product_id"].map(popularity).fillna(0).to_numpy(float)
+    counts = train_events.groupby(["user_id", "product_id"]).size()
+    repeat = np.array(
+        [counts.get((u, p), 0) for u, p in zip(pairs["user_id"], pairs["product_id"], strict=True)],
+        float,
+    )
+    knn = item_knn(train_events, pairs)
     scores = {
         "popularity": pop,
         "repeat_purchase": repeat + pop / (pop.max() + 1.0),
