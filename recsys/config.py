@@ -54,6 +54,8 @@ class DataConfig:
     negatives: int = 4
     history_length: int = 10
     max_pairs: int | None = None
+    # next-period pairs: will the user buy within this many days of a cutoff (null: per event)
+    horizon_days: int | None = None
     # text classification
     label: str | None = None
     text_columns: tuple = ()
@@ -81,6 +83,10 @@ class DataConfig:
                 raise ConfigError(
                     f"`data.{name}` must lie in [0, 0.5). Received: {getattr(self, name)}"
                 )
+        if self.horizon_days is not None and self.horizon_days <= 0:
+            raise ConfigError(
+                f"`data.horizon_days` must be > 0 or null. Received: {self.horizon_days}"
+            )
         if self.max_examples is not None and self.max_examples <= 0:
             raise ConfigError(
                 f"`data.max_examples` must be > 0 or null. Received: {self.max_examples}"

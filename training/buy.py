@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -13,7 +14,7 @@ from recsys.data import buy_pairs
 from recsys.data.errors import DataError
 from recsys.export import fingerprint
 from recsys.report import plot_calibration, plot_roc
-from recsys.tasks.buy_probability import history_features
+from recsys.tasks.buy_probability import NUM_FEATURES, history_features
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class BuyData:
     product_counts: tuple = ()  # before the validation period: what training sees
     test_counts: tuple = ()  # up to the test period: evaluation and export
     embeddings: dict = dataclasses.field(default_factory=dict)  # frozen mode: text -> vector
+    # next-period pairs: training and validation features count product statistics at each
+    # pair's cutoff (frozen backbone; fine-tuning uses `product_counts` for all)
+    counts_at_cutoffs: bool = False
 
     @property
     def train_size(self):
@@ -86,7 +90,16 @@ def _load_tables(config):
 
 def prepare(config) -> BuyData:
     catalog, events, truth, bayes, protocol_pairs = _load_tables(config)
-    pairs = buy_pairs.build_pairs(
+    horizon = config.data.horizon_days
+    build, split = (
+        (buy_pairs.build_pairs, buy_pairs.time_split)
+        if horizon is None
+        else (
+            functools.partial(buy_pairs.build_horizon_pairs, horizon_days=horizon),
+            buy_pairs.cutoff_split,
+        )
+    )
+    pairs = build(
         events,
         catalog,
         negatives=config.data.negatives,
@@ -95,9 +108,7 @@ def prepare(config) -> BuyData:
         max_pairs=config.data.max_pairs,
     )
     test_fraction = 0.0 if protocol_pairs is not None else config.data.test_fraction
-    train, validation, test = buy_pairs.time_split(
-        pairs, config.data.validation_fraction, test_fraction
-    )
+    train, validation, test = split(pairs, config.data.validation_fraction, test_fraction)
     # Product popularity from the training period only, so validation and test do not leak.
     cutoff = validation["timestamp"].min() if len(validation) else test["timestamp"].min()
     counts = buy_pairs.product_counts(events, catalog, before=cutoff)
@@ -109,7 +120,18 @@ def prepare(config) -> BuyData:
     # latest data would (the recent-buyers window then ends where the test period starts).
     starts = [f["timestamp"].min() for f in (test, truth) if f is not None and len(f)]
     test_counts = buy_pairs.product_counts(events, catalog, before=min(starts) if starts else None)
-    return BuyData(train, validation, test, catalog, events, truth, bayes, counts, test_counts)
+    return BuyData(
+        train,
+        validation,
+        test,
+        catalog,
+        events,
+        truth,
+        bayes,
+        counts,
+        test_counts,
+        counts_at_cutoffs=horizon is not None,
+    )
 
 
 def _with_texts(pairs, events, catalog, history_length):
@@ -152,7 +174,7 @@ def training_model(model, config):
     import keras
 
     from recsys.distributed_model import DistributionSafeModel
-    from recsys.tasks.buy_probability import NUM_FEATURES, OUTPUT
+    from recsys.tasks.buy_probability import OUTPUT
 
     dim = model.get_layer("text_encoder").backbone.hidden_dim
     inputs = {
@@ -164,7 +186,7 @@ def training_model(model, config):
     return DistributionSafeModel(inputs, {OUTPUT: logit}, name="buy_head_only")
 
 
-def _cached_inputs(data, frame, preprocessor, model):
+def _cached_inputs(data, frame, split, preprocessor, model):
     """Frozen backbone: each distinct context and product text is encoded once."""
     import tensorflow as tf
 
@@ -180,21 +202,35 @@ def _cached_inputs(data, frame, preprocessor, model):
             for start in range(0, len(missing), 256):
                 chunk = missing[start : start + 256]
                 cache.update(zip(chunk, encode(tf.constant(chunk)).numpy(), strict=True))
-    features = []
-    for start in range(0, len(frame), 4096):
-        part = frame.iloc[start : start + 4096]
-        features.append(
-            history_features(
-                tf.constant(part["context"].tolist()),
-                tf.constant(part["product"].tolist()),
-                preprocessor.product_stats,
-            ).numpy()
-        )
     return {
         "user": np.stack([data.embeddings["context"][t] for t in frame["context"]]),
         "product": np.stack([data.embeddings["product"][t] for t in frame["product"]]),
-        "features": np.concatenate(features),
+        "features": _features(data, frame, split, preprocessor),
     }
+
+
+def _features(data, frame, split, preprocessor):
+    """History features `[N, NUM_FEATURES]`; next-period training and validation pairs get
+    product statistics counted at their own cutoff."""
+    import tensorflow as tf
+
+    from recsys.tasks.buy_probability import ProductStats
+
+    if data.counts_at_cutoffs and split in ("train", "validation"):
+        groups = [
+            (rows, ProductStats(*buy_pairs.product_counts(data.events, data.catalog, before=t)))
+            for t, rows in frame.groupby("timestamp", sort=True).indices.items()
+        ]
+    else:
+        groups = [(np.arange(len(frame)), preprocessor.product_stats)]
+    out = np.zeros((len(frame), NUM_FEATURES), dtype=np.float32)
+    for rows, stats in groups:
+        for start in range(0, len(rows), 4096):
+            part = frame.iloc[rows[start : start + 4096]]
+            out[rows[start : start + 4096]] = history_features(
+                tf.constant(part["context"].tolist()), tf.constant(part["product"].tolist()), stats
+            ).numpy()
+    return out
 
 
 def objectives(config, data):
@@ -221,7 +257,7 @@ def dataset(data, split, preprocessor, batch_size, config, training=False, label
 
     frame = _frame(data, split)
     if config.model.freeze_backbone:
-        inputs = _cached_inputs(data, frame, preprocessor, model)
+        inputs = _cached_inputs(data, frame, split, preprocessor, model)
         ds = tf.data.Dataset.from_tensor_slices(
             (inputs, {"buy_logit": frame["label"].to_numpy(dtype="float32")[:, None]})
             if labels

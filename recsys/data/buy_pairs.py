@@ -157,6 +157,132 @@ def build_pairs(events, catalog, negatives=4, history_length=10, seed=0, max_pai
     return pairs
 
 
+def horizon_cutoffs(events, horizon_days):
+    """Cutoffs `horizon_days` apart, counted back from the last event, each with a full window
+    after it and some events before it (oldest first).
+
+    >>> import pandas as pd
+    >>> events = pd.DataFrame({"timestamp": pd.to_datetime(["2024-01-01", "2024-03-31"])})
+    >>> [str(t.date()) for t in horizon_cutoffs(events, 30)]
+    ['2024-01-01', '2024-01-31', '2024-03-01']
+    """
+    first = events["timestamp"].min()
+    end = events["timestamp"].max() + pd.Timedelta(seconds=1)  # the last window holds the end
+    step = pd.Timedelta(days=horizon_days)
+    cutoffs, cutoff = [], end - step
+    while cutoff > first:
+        cutoffs.append(cutoff)
+        cutoff -= step
+    return cutoffs[::-1]
+
+
+def build_horizon_pairs(
+    events, catalog, horizon_days, negatives=4, history_length=10, seed=0, max_pairs=None
+):
+    """Next-period pairs: will the user buy the product in the `horizon_days` after a cutoff?
+
+    At each cutoff of `horizon_cutoffs`, every user with events before it who buys in the window
+    after it gives one positive per distinct product bought there (among products seen before
+    the cutoff) and `negatives` per positive drawn uniformly from the other products seen before
+    it. The context is the user's history before the cutoff and the pair's `timestamp` is the
+    cutoff, so product statistics can be counted as of that date (protocol P1 asks this question
+    at one cutoff).
+
+    Returns:
+        DataFrame with `user_id`, `product_id`, `timestamp`, `label`, `context`, `product`,
+        sorted by time.
+
+    >>> import pandas as pd
+    >>> events = pd.DataFrame({"user_id": ["u", "u", "v"], "product_id": ["a", "b", "b"],
+    ...     "event": "purchase", "timestamp": pd.to_datetime(
+    ...         ["2024-01-01", "2024-01-20", "2024-01-10"], utc=True)})
+    >>> catalog = pd.DataFrame({"product_id": ["a", "b"], "title": ["Mug", "Cap"],
+    ...                         "category": ["kitchen", "hats"]})
+    >>> pairs = build_horizon_pairs(events, catalog, horizon_days=10, negatives=1)
+    >>> pairs[["user_id", "product_id", "label", "context"]].values.tolist()
+    [['u', 'b', 1, 'bought: Mug | kitchen'], ['u', 'a', 0, 'bought: Mug | kitchen']]
+    """
+    if horizon_days <= 0:
+        raise ValueError(f"`horizon_days` must be > 0. Received: {horizon_days}")
+    if len(events) == 0:
+        raise ValueError("No events to build buy-probability pairs from.")
+    rng = np.random.default_rng(seed)
+    items, products = catalog_texts(catalog)
+    known_ids = set(products)
+    purchases = events[events["event"] == "purchase"]
+    if len(purchases) == 0:
+        raise ValueError("The events hold no purchases; buy probability needs purchase events.")
+    step = pd.Timedelta(days=horizon_days)
+    rows = []
+    for cutoff in horizon_cutoffs(events, horizon_days):
+        before = events[events["timestamp"] < cutoff]
+        seen = np.array(sorted(set(before["product_id"]) & known_ids))
+        window = purchases[
+            (purchases["timestamp"] >= cutoff) & (purchases["timestamp"] < cutoff + step)
+        ]
+        active = set(before["user_id"])
+        for user, bought in window.groupby("user_id")["product_id"]:
+            if user not in active:
+                continue
+            bought = set(bought)
+            positives = sorted(bought.intersection(seen))
+            candidates = seen[~np.isin(seen, list(bought))]
+            if not positives or len(candidates) == 0:
+                continue
+            drawn = rng.choice(candidates, size=negatives * len(positives), replace=True)
+            rows += [(user, p, cutoff, 1) for p in positives]
+            rows += [(user, p, cutoff, 0) for p in drawn]
+    if not rows:
+        raise ValueError(
+            f"No next-period pairs: no cutoff {horizon_days} days apart has purchases after it "
+            "by users with earlier events; use a shorter `data.horizon_days` or more events."
+        )
+    pairs = pd.DataFrame(rows, columns=["user_id", "product_id", "timestamp", "label"])
+    if max_pairs is not None and len(pairs) > max_pairs:
+        pairs = pairs.iloc[np.sort(rng.permutation(len(pairs))[:max_pairs])]
+    pairs = pairs.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    index = HistoryIndex(events, items)
+    keys = list(zip(pairs["user_id"], pairs["timestamp"], strict=True))
+    contexts = {key: index.context(key[0], key[1], history_length) for key in set(keys)}
+    pairs["context"] = [contexts[key] for key in keys]
+    pairs["product"] = pairs["product_id"].map(products)
+    pairs["label"] = pairs["label"].astype("int64")
+    return pairs
+
+
+def cutoff_split(pairs, validation_fraction=0.1, test_fraction=0.1):
+    """Like `time_split`, but whole cutoffs (pairs sharing a `timestamp`) go to one part: the
+    latest cutoffs are the test part, the ones before them validation (at least one each when
+    its fraction is above 0).
+
+    >>> import pandas as pd
+    >>> pairs = pd.DataFrame({"timestamp": [1, 1, 2, 2, 3, 4, 4]})
+    >>> [len(part) for part in cutoff_split(pairs, 0.25, 0.25)]
+    [4, 1, 2]
+    """
+    cutoffs = sorted(pairs["timestamp"].unique())
+
+    def count(fraction):
+        return max(1, int(round(len(cutoffs) * fraction))) if fraction > 0 else 0
+
+    n_test, n_val = count(test_fraction), count(validation_fraction)
+    if len(cutoffs) <= n_test + n_val:
+        raise ValueError(
+            f"Too few cutoffs ({len(cutoffs)}) to split into train, validation and test; "
+            "use a shorter `data.horizon_days` or more events."
+        )
+    first_val = cutoffs[len(cutoffs) - n_val - n_test]
+    first_test = cutoffs[len(cutoffs) - n_test] if n_test else None
+    times = pairs["timestamp"]
+    in_test = times >= first_test if n_test else pd.Series(False, index=pairs.index)
+    in_val = (times >= first_val) & ~in_test
+    return (
+        pairs[times < first_val].reset_index(drop=True),
+        pairs[in_val].reset_index(drop=True),
+        pairs[in_test].reset_index(drop=True),
+    )
+
+
 def time_split(pairs, validation_fraction=0.1, test_fraction=0.1):
     """Cuts time-sorted pairs into train, validation and test by time (latest last).
 

@@ -174,6 +174,7 @@ def test_missing_required_keys(tmp_path):
         ("data", {"source": "s3"}, "data.source"),
         ("data", {"validation_fraction": 0.7}, "data.validation_fraction"),
         ("data", {"text_columns": "title"}, "data.text_columns"),
+        ("data", {"horizon_days": 0}, "data.horizon_days"),
         ("model", {"dropout": 1.5}, "model.dropout"),
         ("model", {"lora_rank": 0}, "model.lora_rank"),
         ("model", {"loss": "hinge"}, "model.loss"),

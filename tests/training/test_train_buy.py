@@ -160,3 +160,44 @@ def test_bad_config_value_exits_2_naming_the_key(tmp_path, capsys):
     assert "train.epochs" in capsys.readouterr().err
     assert main(["train", str(config), "--set", "model.bogus=1", "--store", str(tmp_path)]) == 2
     assert "model.bogus" in capsys.readouterr().err
+
+
+def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_dir, tmp_path):
+    from recsys.config import load_config
+    from recsys.data import buy_pairs
+    from recsys.tasks.buy_probability import FEATURE_NAMES
+    from training import buy
+
+    path = tiny_buy_config(
+        tmp_path / "buy.yaml", store_dir=tiny_store_dir, model={"freeze_backbone": True}
+    )
+    config = load_config(path, ["data.horizon_days=28"])
+    data = buy.prepare(config)
+    assert data.counts_at_cutoffs and data.train["timestamp"].nunique() >= 2
+    _, preprocessor = buy.build(config, data)
+    features = buy._features(data, data.train, "train", preprocessor)
+    column = FEATURE_NAMES.index("log_product_purchases")
+    first = data.train["timestamp"].min()
+    texts, purchases = buy_pairs.product_counts(data.events, data.catalog, before=first)[:2]
+    expected = dict(zip(texts, purchases, strict=True))
+    rows = np.flatnonzero(data.train["timestamp"] == first)
+    got = features[rows, column]
+    want = np.log1p([expected[p] for p in data.train["product"].iloc[rows]])
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # the single table (counted before validation) would have shown later, larger counts
+    table = buy._features(data, data.train, "test", preprocessor)[rows, column]
+    assert (table > got).any()
+
+    code = main(
+        [
+            "train",
+            str(path),
+            "--set",
+            "data.horizon_days=28",
+            "--store",
+            str(tmp_path / "store"),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert code == 0 and store.versions(tmp_path / "store", "buy") == [1]
