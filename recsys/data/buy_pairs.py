@@ -259,6 +259,8 @@ def cutoff_split(pairs, validation_fraction=0.1, test_fraction=0.1):
     >>> pairs = pd.DataFrame({"timestamp": [1, 1, 2, 2, 3, 4, 4]})
     >>> [len(part) for part in cutoff_split(pairs, 0.25, 0.25)]
     [4, 1, 2]
+    >>> [len(part) for part in cutoff_split(pairs, 0.25, 0.0)]
+    [5, 2, 0]
     """
     cutoffs = sorted(pairs["timestamp"].unique())
 
@@ -271,15 +273,12 @@ def cutoff_split(pairs, validation_fraction=0.1, test_fraction=0.1):
             f"Too few cutoffs ({len(cutoffs)}) to split into train, validation and test; "
             "use a shorter `data.horizon_days` or more events."
         )
-    first_val = cutoffs[len(cutoffs) - n_val - n_test]
-    first_test = cutoffs[len(cutoffs) - n_test] if n_test else None
-    times = pairs["timestamp"]
-    in_test = times >= first_test if n_test else pd.Series(False, index=pairs.index)
-    in_val = (times >= first_val) & ~in_test
+    rank = pairs["timestamp"].map({t: i for i, t in enumerate(cutoffs)})
+    first_val, first_test = len(cutoffs) - n_val - n_test, len(cutoffs) - n_test
     return (
-        pairs[times < first_val].reset_index(drop=True),
-        pairs[in_val].reset_index(drop=True),
-        pairs[in_test].reset_index(drop=True),
+        pairs[rank < first_val].reset_index(drop=True),
+        pairs[(rank >= first_val) & (rank < first_test)].reset_index(drop=True),
+        pairs[rank >= first_test].reset_index(drop=True),
     )
 
 

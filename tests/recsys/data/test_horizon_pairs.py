@@ -51,6 +51,8 @@ def test_cutoff_split_keeps_each_cutoff_in_one_part(pairs):
     assert train["timestamp"].max() < validation["timestamp"].min()
     assert validation["timestamp"].max() < test["timestamp"].min()
     assert test["timestamp"].nunique() == validation["timestamp"].nunique() == 1
+    everything, none, nothing = buy_pairs.cutoff_split(pairs, 0.0, 0.0)
+    assert (len(everything), len(none), len(nothing)) == (len(pairs), 0, 0)
     with pytest.raises(ValueError, match="Too few cutoffs"):
         buy_pairs.cutoff_split(pairs[pairs["timestamp"] == pairs["timestamp"].max()], 0.2, 0.2)
 
