@@ -129,15 +129,6 @@ def cross_validated_scores(x, labels, groups, folds=5):
     return scores
 
 
-def _aucs(labels, users, scores):
-    from recsys import metrics
-
-    return {
-        "roc_auc": round(metrics.roc_auc(labels, scores), 4),
-        "per_user_auc": round(metrics.per_user_auc(users, labels, scores)[0], 4),
-    }
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.parse_args(argv)
@@ -154,17 +145,20 @@ def main(argv=None):
     result = {
         "protocol": "P1",
         "pairs": len(pairs),
-        "ceiling": _aucs(
+        "ceiling": buy_retail.aucs(
             labels, users, cross_validated_scores(features.to_numpy(), labels, groups)
         ),
         "without_group": {},
     }
     scores, fit_pairs = earlier_month_scores(train_events, catalog, features, cutoff)
-    result["fitted_a_month_earlier"] = {"fit_pairs": fit_pairs, **_aucs(labels, users, scores)}
+    result["fitted_a_month_earlier"] = {
+        "fit_pairs": fit_pairs,
+        **buy_retail.aucs(labels, users, scores),
+    }
     for name, columns in GROUPS.items():
         kept = features.drop(columns=list(columns)).to_numpy()
         scores = cross_validated_scores(kept, labels, groups)
-        result["without_group"][name] = _aucs(labels, users, scores)
+        result["without_group"][name] = buy_retail.aucs(labels, users, scores)
     print(json.dumps(result, indent=2))
 
 

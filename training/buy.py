@@ -113,9 +113,9 @@ def prepare(config) -> BuyData:
     cutoff = validation["timestamp"].min() if len(validation) else test["timestamp"].min()
     counts = buy_pairs.product_counts(events, catalog, before=cutoff)
     if truth is not None:
-        truth = _with_texts(truth, events, catalog, config.data.history_length)
+        truth = buy_pairs.with_texts(truth, events, catalog, config.data.history_length)
     if protocol_pairs is not None:  # a benchmark protocol fixes the test pairs (P1)
-        test = _with_texts(protocol_pairs, events, catalog, config.data.history_length)
+        test = buy_pairs.with_texts(protocol_pairs, events, catalog, config.data.history_length)
     # Evaluation and export count up to the first test pair, as a model retrained on the
     # latest data would (the recent-buyers window then ends where the test period starts).
     starts = [f["timestamp"].min() for f in (test, truth) if f is not None and len(f)]
@@ -131,17 +131,6 @@ def prepare(config) -> BuyData:
         counts,
         test_counts,
         counts_at_cutoffs=horizon is not None,
-    )
-
-
-def _with_texts(pairs, events, catalog, history_length):
-    """Adds each pair's context (events before its timestamp) and product text."""
-    items, products = buy_pairs.catalog_texts(catalog)
-    index = buy_pairs.HistoryIndex(events, items)
-    keys = list(zip(pairs["user_id"], pairs["timestamp"], strict=True))
-    contexts = {key: index.context(key[0], key[1], history_length) for key in set(keys)}
-    return pairs.assign(
-        context=[contexts[key] for key in keys], product=pairs["product_id"].map(products)
     )
 
 

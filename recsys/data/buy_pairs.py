@@ -105,13 +105,9 @@ def build_pairs(events, catalog, negatives=4, history_length=10, seed=0, max_pai
         DataFrame with `user_id`, `product_id`, `timestamp`, `label`, `context`, `product`,
         sorted by time.
     """
-    if len(events) == 0:
-        raise ValueError("No events to build buy-probability pairs from.")
+    purchases = _purchase_rows(events)
     rng = np.random.default_rng(seed)
     items, products = catalog_texts(catalog)
-    purchases = events[events["event"] == "purchase"]
-    if len(purchases) == 0:
-        raise ValueError("The events hold no purchases; buy probability needs purchase events.")
     positives = purchases[["user_id", "product_id", "timestamp"]].assign(label=1)
     bought = set(zip(purchases["user_id"], purchases["product_id"], strict=True))
     browsed = events[events["event"] != "purchase"].drop_duplicates(["user_id", "product_id"])
@@ -204,14 +200,9 @@ def build_horizon_pairs(
     """
     if horizon_days <= 0:
         raise ValueError(f"`horizon_days` must be > 0. Received: {horizon_days}")
-    if len(events) == 0:
-        raise ValueError("No events to build buy-probability pairs from.")
+    purchases = _purchase_rows(events)
     rng = np.random.default_rng(seed)
-    items, products = catalog_texts(catalog)
-    known_ids = set(products)
-    purchases = events[events["event"] == "purchase"]
-    if len(purchases) == 0:
-        raise ValueError("The events hold no purchases; buy probability needs purchase events.")
+    known_ids = set(catalog["product_id"])
     step = pd.Timedelta(days=horizon_days)
     rows = []
     for cutoff in horizon_cutoffs(events, horizon_days):
@@ -241,13 +232,40 @@ def build_horizon_pairs(
     if max_pairs is not None and len(pairs) > max_pairs:
         pairs = pairs.iloc[np.sort(rng.permutation(len(pairs))[:max_pairs])]
     pairs = pairs.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    pairs["label"] = pairs["label"].astype("int64")
+    return with_texts(pairs, events, catalog, history_length)
+
+
+def with_texts(pairs, events, catalog, history_length):
+    """Adds each pair's context (the user's events before its `timestamp`, built once per user
+    and time) and its product text.
+
+    >>> import pandas as pd
+    >>> events = pd.DataFrame({"user_id": ["u"], "product_id": ["a"], "event": ["purchase"],
+    ...     "timestamp": pd.to_datetime(["2024-01-01"], utc=True)})
+    >>> catalog = pd.DataFrame({"product_id": ["a"], "title": ["Mug"], "category": ["kitchen"]})
+    >>> pairs = pd.DataFrame({"user_id": ["u", "u"], "product_id": ["a", "a"],
+    ...     "timestamp": pd.to_datetime(["2024-01-01", "2024-02-01"], utc=True)})
+    >>> with_texts(pairs, events, catalog, 5)[["context", "product"]].values.tolist()
+    [['', 'Mug | kitchen'], ['bought: Mug | kitchen', 'Mug | kitchen']]
+    """
+    items, products = catalog_texts(catalog)
     index = HistoryIndex(events, items)
     keys = list(zip(pairs["user_id"], pairs["timestamp"], strict=True))
     contexts = {key: index.context(key[0], key[1], history_length) for key in set(keys)}
-    pairs["context"] = [contexts[key] for key in keys]
-    pairs["product"] = pairs["product_id"].map(products)
-    pairs["label"] = pairs["label"].astype("int64")
-    return pairs
+    return pairs.assign(
+        context=[contexts[key] for key in keys], product=pairs["product_id"].map(products)
+    )
+
+
+def _purchase_rows(events):
+    """The purchase events; refuses events that are empty or hold no purchase."""
+    if len(events) == 0:
+        raise ValueError("No events to build buy-probability pairs from.")
+    purchases = events[events["event"] == "purchase"]
+    if len(purchases) == 0:
+        raise ValueError("The events hold no purchases; buy probability needs purchase events.")
+    return purchases
 
 
 def cutoff_split(pairs, validation_fraction=0.1, test_fraction=0.1):
