@@ -121,6 +121,7 @@ class ModelConfig:
     labels: tuple = ()
     class_weights: str | None = None
     ngram_blend: bool = False  # add a linear model over token n-grams, fitted after training
+    neighbour_blend: bool = False  # add votes of the nearest training texts by character n-grams
 
     def __post_init__(self):
         if self.sequence_length <= 0:
@@ -154,6 +155,11 @@ class ModelConfig:
             raise ConfigError(
                 "`model.ngram_blend` applies to multi-class classifiers, not multi-label ones; "
                 "set one of them to false"
+            )
+        if self.neighbour_blend and not self.ngram_blend:
+            raise ConfigError(
+                "`model.neighbour_blend` is chosen together with the n-gram blend; "
+                "set `model.ngram_blend: true` too, or `model.neighbour_blend: false`"
             )
         object.__setattr__(self, "labels", tuple(self.labels))
 

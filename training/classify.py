@@ -63,6 +63,7 @@ class ClassificationData:
     thresholds: np.ndarray | None = None  # multi-label, tuned on validation in `evaluate`
     ngram: object = None  # `NgramLinear` fitted in `evaluate` when `model.ngram_blend`
     ngram_summary: dict | None = None
+    neighbours: object = None  # `CharNeighbours` when `model.neighbour_blend` chose a weight > 0
 
     @property
     def train_size(self):
@@ -321,7 +322,15 @@ def _blended(data, preprocessor, split, logits):
         return logits
     texts = getattr(data, split)["text"].tolist()
     outputs = _ngram_outputs(data.ngram, preprocessor, texts)
+    if data.neighbours is not None:
+        outputs += _neighbour_outputs(data.neighbours, texts)
     return data.ngram_summary["logit_scale"] * (logits + outputs)
+
+
+def _neighbour_outputs(memory, texts):
+    """`memory` (a `CharNeighbours`) applied to each text: `[N, C]` weighted votes."""
+    outputs = [memory(texts[i : i + _ENCODE_BATCH]).numpy() for i in _starts(texts)]
+    return np.concatenate(outputs).astype(np.float32)
 
 
 def _ngram_outputs(layer, preprocessor, texts):
@@ -355,14 +364,28 @@ def fit_ngram_blend(model, preprocessor, data, config):
     train = _ngram_matrix(preprocessor, data.train["text"].tolist(), vocabulary_size)
     validation = _ngram_matrix(preprocessor, data.validation["text"].tolist(), vocabulary_size)
     model_logits = _model_logits(model, preprocessor, data, "validation", config)
+    memory = votes = None
+    if config.model.neighbour_blend:
+        from recsys.tasks import char_neighbours
+
+        logger.info("Indexing the training texts' character n-grams (neighbour blend)")
+        memory = char_neighbours.CharNeighbours.fit(
+            data.train["text"].tolist(), data.targets("train"), len(data.labels)
+        )
+        votes = char_neighbours.candidate_votes(memory, data.validation["text"].tolist())
     kernel, bias, summary = ngram_linear.fit_blend(
         (train, data.targets("train")),
         (validation, data.targets("validation"), model_logits),
         len(data.labels),
         seed=config.train.seed,
+        neighbours=votes,
     )
     layer = ngram_linear.NgramLinear(vocabulary_size, len(data.labels), name="ngram_linear")
     layer.set_linear_model(kernel, bias)
+    if memory is not None and summary["neighbour_weight"] > 0:
+        memory.k = summary["neighbour_k"]
+        memory.weight.assign(summary["neighbour_weight"])
+        data.neighbours = memory
     data.ngram, data.ngram_summary = layer, summary
     return summary
 
@@ -488,6 +511,7 @@ def export(model, preprocessor, data, config, export_dir):
         data.multi_label,
         data.thresholds,
         ngram=data.ngram,
+        neighbours=data.neighbours,
         logit_scale=data.ngram_summary["logit_scale"] if data.ngram_summary else 1.0,
     )
 

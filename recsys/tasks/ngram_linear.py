@@ -38,6 +38,8 @@ _HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash
 C_GRID = (2.0, 8.0, 32.0)
 WEIGHT_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.1), 2))
 SCALE_GRID = tuple(np.round(np.arange(0.3, 1.51, 0.05), 2))
+# votes are similarities in [0, 1] summed per class over k neighbours / k: they need large weights
+NEIGHBOUR_WEIGHT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0)
 
 
 def _ngram_ids(token_ids, padding_mask, vocabulary_size, buckets):
@@ -159,6 +161,13 @@ def _log_loss(targets, logits):
     return float(-log_probabilities[np.arange(len(targets)), targets].mean())
 
 
+def _best_scale(targets, logits, scale_grid):
+    """`(log loss, scale)` of the scale in `scale_grid` with the lowest log loss (first on ties)."""
+    losses = [_log_loss(targets, scale * logits) for scale in scale_grid]
+    best = int(np.argmin(losses))
+    return losses[best], float(scale_grid[best])
+
+
 def _class_logits(classifier, features, num_classes):
     """`[N, C]` logits of a fitted scikit-learn logistic regression (binary: `[0, z]`)."""
     scores = classifier.decision_function(features)
@@ -188,6 +197,8 @@ def fit_blend(
     weight_grid=WEIGHT_GRID,
     scale_grid=SCALE_GRID,
     seed=0,
+    neighbours=None,
+    neighbour_weight_grid=NEIGHBOUR_WEIGHT_GRID,
 ):
     """Fits the n-gram model, its blend weight and the logit scale; see the module docstring.
 
@@ -199,6 +210,10 @@ def fit_blend(
         c_grid: inverse regularisation strengths tried (the best validation log loss wins).
         weight_grid: blend weights tried; 0 leaves the model's ranking as it is.
         scale_grid: logit scales (inverse temperatures) tried for the blended logits.
+        neighbours: `{k: votes [N, C]}` of the validation texts from a
+            `char_neighbours.CharNeighbours` memory, or None. Each `k` and each weight of
+            `neighbour_weight_grid` is tried together with the rest; the choice goes into the
+            summary as `neighbour_k` and `neighbour_weight`.
 
     Returns:
         `(kernel, bias, summary)`: `kernel [buckets, C]` and `bias [C]` already multiplied by
@@ -211,6 +226,13 @@ def fit_blend(
     features, targets, model_logits = validation
     targets = np.asarray(targets)
     model_logits = np.asarray(model_logits, dtype=np.float64)
+    extras = [(None, 0.0, None)]
+    if neighbours:
+        extras = [
+            (k, float(w), np.asarray(votes, dtype=np.float64))
+            for k, votes in neighbours.items()
+            for w in neighbour_weight_grid
+        ]
     best = None
     for c in c_grid:
         classifier = LogisticRegression(C=c, max_iter=3000, random_state=seed)
@@ -218,11 +240,12 @@ def fit_blend(
         wide = _class_logits(classifier, features, num_classes)
         for weight in weight_grid:
             blended = model_logits + weight * wide
-            for scale in scale_grid:
-                loss = _log_loss(targets, scale * blended)
+            for k, neighbour_weight, votes in extras:
+                total = blended if votes is None else blended + neighbour_weight * votes
+                loss, scale = _best_scale(targets, total, scale_grid)
                 if best is None or loss < best[0] - 1e-9:
-                    best = (loss, c, float(weight), float(scale), classifier)
-    loss, c, weight, scale, classifier = best
+                    best = (loss, c, float(weight), scale, classifier, k, neighbour_weight)
+    loss, c, weight, scale, classifier, k, neighbour_weight = best
     kernel, bias = _kernel(classifier, train_features.shape[1], num_classes)
     summary = {
         "ngram_c": c,
@@ -231,6 +254,9 @@ def fit_blend(
         "validation_log_loss_model": round(_log_loss(targets, model_logits), 5),
         "validation_log_loss_blend": round(loss, 5),
     }
+    if neighbours:
+        summary.update(neighbour_k=int(k), neighbour_weight=neighbour_weight)
+        logger.info("Character n-gram neighbours: k=%d, weight %.1f", k, neighbour_weight)
     logger.info(
         "N-gram blend: C=%s, weight %.2f, logit scale %.2f; validation log loss %.4f -> %.4f",
         c,

@@ -33,6 +33,7 @@ class TextClassificationModule(tf.Module):
         thresholds: sequence of float or None. Per-label thresholds (multi-label);
             `DEFAULT_THRESHOLD` each when None.
         ngram: an `ngram_linear.NgramLinear` whose logits add to the model's, or None.
+        neighbours: a `char_neighbours.CharNeighbours` whose weighted votes add to them, or None.
         logit_scale: float. Multiplies the (blended) logits (the n-gram blend's temperature).
     """
 
@@ -45,6 +46,7 @@ class TextClassificationModule(tf.Module):
         thresholds=None,
         ngram=None,
         logit_scale=1.0,
+        neighbours=None,
     ):
         super().__init__(name="text_classification")
         labels = check_labels(labels)
@@ -55,6 +57,7 @@ class TextClassificationModule(tf.Module):
                 f"One threshold per label: {len(labels)} labels, {len(thresholds)} thresholds."
             )
         self.model, self.preprocessor, self.ngram = model, preprocessor, ngram
+        self.neighbours = neighbours
         self.logit_scale = tf.Variable(float(logit_scale), trainable=False, name="logit_scale")
         self.multi_label = bool(multi_label)
         self.label_names = tf.Variable(list(labels), trainable=False, name="label_names")
@@ -67,6 +70,8 @@ class TextClassificationModule(tf.Module):
         logits = tf.cast(self.model(inputs, training=False)[OUTPUT], tf.float32)
         if self.ngram is not None:
             logits += self.ngram(inputs)
+        if self.neighbours is not None:
+            logits += self.neighbours(text)
         logits = self.logit_scale * logits
         return tf.sigmoid(logits) if self.multi_label else tf.nn.softmax(logits, axis=-1)
 
@@ -103,10 +108,18 @@ def export(
     thresholds=None,
     ngram=None,
     logit_scale=1.0,
+    neighbours=None,
 ):
     """Writes the SavedModel into `export_dir`; returns its signature description."""
     module = TextClassificationModule(
-        model, preprocessor, labels, multi_label, thresholds, ngram=ngram, logit_scale=logit_scale
+        model,
+        preprocessor,
+        labels,
+        multi_label,
+        thresholds,
+        ngram=ngram,
+        logit_scale=logit_scale,
+        neighbours=neighbours,
     )
     tf.saved_model.save(
         module,

@@ -62,7 +62,7 @@ def _train(tmp, config, name="run"):
 def multi_class(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cls")
     table = _table(tmp / "items.csv")
-    model = {"class_weights": "balanced", "ngram_blend": True}
+    model = {"class_weights": "balanced", "ngram_blend": True, "neighbour_blend": True}
     return tmp, _train(tmp, _config(tmp / "cls.yaml", {"path": str(table)}, model))
 
 
@@ -107,6 +107,10 @@ def test_ngram_blend_is_chosen_on_validation_reported_and_exported(multi_class):
     assert set(reported["without_blend"]) == {"accuracy", "macro_f1"}
     loaded = tf.saved_model.load(str(tmp / "store" / "cls" / "1"))
     assert float(loaded.logit_scale.numpy()) == pytest.approx(blend["logit_scale"])
+    # The neighbours' votes travel in the SavedModel with their chosen weight (the export test
+    # above checks the probabilities they give against the evaluated ones).
+    assert blend["neighbour_k"] in (1, 3, 5) and blend["neighbour_weight"] > 0
+    assert float(loaded.neighbours.weight.numpy()) == blend["neighbour_weight"]
 
 
 def test_multi_label_frozen_backbone_tunes_and_exports_thresholds(tmp_path):
