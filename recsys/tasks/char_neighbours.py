@@ -89,10 +89,13 @@ class CharNeighbours(tf.Module):
         super().__init__(name=name or "char_neighbours")
         self.num_classes, self.k = int(num_classes), int(k)
         self.idf = tf.Variable(np.asarray(idf, np.float32), trainable=False, name="idf")
-        indices = np.asarray(memory.indices)
-        self.memory_rows = tf.Variable(indices[:, 0].astype(np.int32), trainable=False)
-        self.memory_columns = tf.Variable(indices[:, 1].astype(np.int32), trainable=False)
-        self.memory_values = tf.Variable(np.asarray(memory.values, np.float32), trainable=False)
+        # Held transposed, `[buckets, M]` in row-major order: the product with a query's CSR
+        # matrix then needs no transposition (which costs more than the product itself).
+        by_ngram = tf.sparse.reorder(tf.sparse.transpose(memory))
+        self.memory_indices = tf.Variable(by_ngram.indices, trainable=False, name="memory_indices")
+        self.memory_values = tf.Variable(
+            tf.cast(by_ngram.values, tf.float32), trainable=False, name="memory_values"
+        )
         self.memory_size = int(memory.dense_shape[0])
         self.classes = tf.Variable(np.asarray(classes, np.int32), trainable=False, name="classes")
         self.weight = tf.Variable(float(weight), trainable=False, name="weight")
@@ -108,20 +111,15 @@ class CharNeighbours(tf.Module):
         idf = np.where(df > 0, np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0, 0.0)
         return cls(idf, tfidf(texts, idf), classes, num_classes, k=k, weight=weight)
 
-    def _memory(self):
-        indices = tf.stack(
-            [tf.cast(self.memory_rows, tf.int64), tf.cast(self.memory_columns, tf.int64)], axis=1
-        )
-        shape = tf.constant([self.memory_size, int(self.idf.shape[0])], tf.int64)
-        return tf.SparseTensor(indices, self.memory_values, shape)
-
     def similarities(self, texts):
         """Dense `[N, M]` cosine similarities of `texts` to the training texts."""
+        by_ngram = tf.SparseTensor(
+            self.memory_indices,
+            self.memory_values,
+            tf.constant([int(self.idf.shape[0]), self.memory_size], tf.int64),
+        )
         product = tf.raw_ops.SparseMatrixSparseMatMul(
-            a=_csr(tfidf(texts, self.idf)),
-            b=_csr(self._memory()),
-            type=tf.float32,
-            transpose_b=True,
+            a=_csr(tfidf(texts, self.idf)), b=_csr(by_ngram), type=tf.float32
         )
         return tf.raw_ops.CSRSparseMatrixToDense(sparse_input=product, type=tf.float32)
 
