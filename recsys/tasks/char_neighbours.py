@@ -153,5 +153,6 @@ def candidate_votes(memory, texts, k_grid=K_GRID, batch_size=256):
         for i in range(0, len(texts), batch_size)
     ]
     sims = np.concatenate([p[0].numpy() for p in parts]) if parts else np.zeros((0, widest))
-    classes = np.concatenate([p[1].numpy() for p in parts]) if parts else np.zeros((0, widest))
+    empty = np.zeros((0, widest), np.int32)
+    classes = np.concatenate([p[1].numpy() for p in parts]) if parts else empty
     return {k: votes(sims, classes, memory.num_classes, k).numpy() for k in k_grid}

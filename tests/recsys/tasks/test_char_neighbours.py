@@ -39,6 +39,7 @@ def test_votes_come_from_the_nearest_training_texts():
     sims, classes = memory.neighbours(["Miele G7310SC"], k=2)
     assert classes.numpy().tolist() == [[2, 2]]
     widest = cn.candidate_votes(memory, ["Miele G7310SC"], k_grid=(1, 2, 10))
+    assert cn.candidate_votes(memory, [], k_grid=(1, 2))[2].shape == (0, 4)
     np.testing.assert_allclose(widest[2][0, 2], sims.numpy().sum() / 2, rtol=1e-5)
     assert widest[10].sum() == pytest.approx(
         sum(memory.similarities(["Miele G7310SC"]).numpy()[0]) / 10, rel=1e-5
