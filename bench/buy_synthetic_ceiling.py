@@ -116,11 +116,12 @@ def main(argv=None):
     labels = store.truth["label"].to_numpy()
     bayes = store.bayes_optimal_auc()
     ceiling = cross_validated_auc(features, labels, u)
+    hidden = hidden_terms(store.hidden, u, p)
     with_hidden = {
         name: round(cross_validated_auc({**features, name: values}, labels, u), 4)
-        for name, values in hidden_terms(store.hidden, u, p).items()
+        for name, values in hidden.items()
     }
-    every_hidden = {**features, **hidden_terms(store.hidden, u, p)}
+    every_hidden = {**features, **hidden}
     result = {
         "store": {"products": args.products, "users": args.users, "seed": args.seed},
         "truth_pairs": len(labels),

@@ -321,21 +321,16 @@ def _blended(data, preprocessor, split, logits):
     if data.ngram is None:
         return logits
     texts = getattr(data, split)["text"].tolist()
-    outputs = _ngram_outputs(data.ngram, preprocessor, texts)
+    outputs = _in_batches(lambda batch: data.ngram(preprocessor(batch)), texts)
     if data.neighbours is not None:
-        outputs += _neighbour_outputs(data.neighbours, texts)
+        outputs += _in_batches(data.neighbours, texts)
     return data.ngram_summary["logit_scale"] * (logits + outputs)
 
 
-def _neighbour_outputs(memory, texts):
-    """`memory` (a `CharNeighbours`) applied to each text: `[N, C]` weighted votes."""
-    outputs = [memory(texts[i : i + _ENCODE_BATCH]).numpy() for i in _starts(texts)]
-    return np.concatenate(outputs).astype(np.float32)
-
-
-def _ngram_outputs(layer, preprocessor, texts):
-    """`layer` (an `NgramLinear`) applied to each text: `[N, C]` logits."""
-    outputs = [layer(preprocessor(texts[i : i + _ENCODE_BATCH])).numpy() for i in _starts(texts)]
+def _in_batches(fn, texts):
+    """`fn` (texts -> `[n, C]` tensor: the n-gram layer after the preprocessor, or the
+    neighbours' votes) applied to `_ENCODE_BATCH` texts at a time: `[N, C]` float32."""
+    outputs = [fn(texts[i : i + _ENCODE_BATCH]).numpy() for i in _starts(texts)]
     return np.concatenate(outputs).astype(np.float32)
 
 

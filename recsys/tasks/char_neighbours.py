@@ -51,7 +51,11 @@ def _counts(texts, buckets):
 def tfidf(texts, idf):
     """`tf.SparseTensor` `[N, buckets]` of L2-normalised TF-IDF rows (`idf` 0 drops an n-gram)."""
     idf = tf.convert_to_tensor(idf, tf.float32)
-    counts = _counts(texts, int(idf.shape[0]))
+    return _weighted(_counts(texts, int(idf.shape[0])), idf)
+
+
+def _weighted(counts, idf):
+    """`tfidf` of n-gram `counts` already taken."""
     weights = (1.0 + tf.math.log(tf.cast(counts.values, tf.float32))) * tf.gather(
         idf, counts.indices[:, 1]
     )
@@ -109,7 +113,8 @@ class CharNeighbours(tf.Module):
         counts = _counts(texts, buckets)
         df = np.bincount(counts.indices[:, 1].numpy(), minlength=buckets)
         idf = np.where(df > 0, np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0, 0.0)
-        return cls(idf, tfidf(texts, idf), classes, num_classes, k=k, weight=weight)
+        memory = _weighted(counts, tf.constant(idf, tf.float32))  # the n-grams are taken once
+        return cls(idf, memory, classes, num_classes, k=k, weight=weight)
 
     def similarities(self, texts):
         """Dense `[N, M]` cosine similarities of `texts` to the training texts."""
