@@ -122,6 +122,8 @@ class ModelConfig:
     class_weights: str | None = None
     ngram_blend: bool = False  # add a linear model over token n-grams, fitted after training
     neighbour_blend: bool = False  # add votes of the nearest training texts by character n-grams
+    # buy probability: L2 penalty of an EASE item-to-item model feeding the affinity feature
+    item_affinity_l2: float | None = None
 
     def __post_init__(self):
         if self.sequence_length <= 0:
@@ -160,6 +162,11 @@ class ModelConfig:
             raise ConfigError(
                 "`model.neighbour_blend` is chosen together with the n-gram blend; "
                 "set `model.ngram_blend: true` too, or `model.neighbour_blend: false`"
+            )
+        if self.item_affinity_l2 is not None and not self.item_affinity_l2 > 0:
+            raise ConfigError(
+                "`model.item_affinity_l2` must be > 0 (the EASE penalty) or null (no affinity "
+                f"feature). Received: {self.item_affinity_l2}"
             )
         object.__setattr__(self, "labels", tuple(self.labels))
 

@@ -36,6 +36,10 @@ class BuyData:
     # next-period pairs: training and validation features count product statistics at each
     # pair's cutoff (frozen backbone; fine-tuning uses `product_counts` for all)
     counts_at_cutoffs: bool = False
+    affinity: object = None  # ItemAffinity fitted before the validation period, or None
+    test_affinity: object = None  # fitted up to the test period: evaluation and export
+    affinity_l2: float | None = None
+    cutoff_tables: dict = dataclasses.field(default_factory=dict)  # cutoff -> (stats, affinity)
 
     @property
     def train_size(self):
@@ -119,7 +123,12 @@ def prepare(config) -> BuyData:
     # Evaluation and export count up to the first test pair, as a model retrained on the
     # latest data would (the recent-buyers window then ends where the test period starts).
     starts = [f["timestamp"].min() for f in (test, truth) if f is not None and len(f)]
-    test_counts = buy_pairs.product_counts(events, catalog, before=min(starts) if starts else None)
+    test_cutoff = min(starts) if starts else None
+    test_counts = buy_pairs.product_counts(events, catalog, before=test_cutoff)
+    l2 = config.model.item_affinity_l2
+    affinity = test_affinity = None
+    if l2 is not None:
+        affinity, test_affinity = _affinities(config, events, catalog, l2, cutoff, test_cutoff)
     return BuyData(
         train,
         validation,
@@ -131,6 +140,32 @@ def prepare(config) -> BuyData:
         counts,
         test_counts,
         counts_at_cutoffs=horizon is not None,
+        affinity=affinity,
+        test_affinity=test_affinity,
+        affinity_l2=l2,
+    )
+
+
+def _affinities(config, events, catalog, l2, cutoff, test_cutoff):
+    """EASE weights before the validation period and up to the test period.
+
+    Raises:
+        ConfigError: the training pairs would see weights fitted on their own future.
+    """
+    from recsys.config import ConfigError
+    from recsys.tasks.item_affinity import ItemAffinity
+
+    if config.data.horizon_days is None or not config.model.freeze_backbone:
+        raise ConfigError(
+            "`model.item_affinity_l2` needs the affinity of each training pair counted at its "
+            "own cutoff (weights fitted on later purchases include the pair's own label), which "
+            "the next-period pairs with a frozen backbone give: set `data.horizon_days` and "
+            "`model.freeze_backbone: true`, or `model.item_affinity_l2: null`"
+        )
+    logger.info("Fitting EASE item-to-item weights (l2=%s)", l2)
+    return (
+        ItemAffinity.fit(events, catalog, l2, before=cutoff),
+        ItemAffinity.fit(events, catalog, l2, before=test_cutoff),
     )
 
 
@@ -146,6 +181,7 @@ def build(config, data):
         config.model.sequence_length,
         min(config.model.product_sequence_length, config.model.sequence_length),
         product_stats=buy_probability.ProductStats(*data.product_counts),
+        item_affinity=data.affinity,
     )
     model = buy_probability.build_model(
         backbone,
@@ -200,26 +236,42 @@ def _cached_inputs(data, frame, split, preprocessor, model):
 
 def _features(data, frame, split, preprocessor):
     """History features `[N, NUM_FEATURES]`; next-period training and validation pairs get
-    product statistics counted at their own cutoff."""
+    product statistics (and item affinities) counted at their own cutoff."""
     import tensorflow as tf
-
-    from recsys.tasks.buy_probability import ProductStats
 
     if data.counts_at_cutoffs and split in ("train", "validation"):
         groups = [
-            (rows, ProductStats(*buy_pairs.product_counts(data.events, data.catalog, before=t)))
+            (rows, _tables_at(data, t))
             for t, rows in frame.groupby("timestamp", sort=True).indices.items()
         ]
     else:
-        groups = [(np.arange(len(frame)), preprocessor.product_stats)]
+        tables = (preprocessor.product_stats, preprocessor.item_affinity)
+        groups = [(np.arange(len(frame)), tables)]
     out = np.zeros((len(frame), NUM_FEATURES), dtype=np.float32)
-    for rows, stats in groups:
+    for rows, (stats, affinity) in groups:
         for start in range(0, len(rows), 4096):
             part = frame.iloc[rows[start : start + 4096]]
             out[rows[start : start + 4096]] = history_features(
-                tf.constant(part["context"].tolist()), tf.constant(part["product"].tolist()), stats
+                tf.constant(part["context"].tolist()),
+                tf.constant(part["product"].tolist()),
+                stats,
+                affinity,
             ).numpy()
     return out
+
+
+def _tables_at(data, cutoff):
+    """`(ProductStats, ItemAffinity or None)` counted before `cutoff`, built once per cutoff."""
+    from recsys.tasks.buy_probability import ProductStats
+    from recsys.tasks.item_affinity import ItemAffinity
+
+    if cutoff not in data.cutoff_tables:
+        stats = ProductStats(*buy_pairs.product_counts(data.events, data.catalog, before=cutoff))
+        affinity = None
+        if data.affinity_l2 is not None:
+            affinity = ItemAffinity.fit(data.events, data.catalog, data.affinity_l2, before=cutoff)
+        data.cutoff_tables[cutoff] = (stats, affinity)
+    return data.cutoff_tables[cutoff]
 
 
 def objectives(config, data):
@@ -290,6 +342,8 @@ def evaluate(model, preprocessor, data, config, run_dir):
     if data.test_counts:
         logger.info("Product statistics counted up to the test period for evaluation and export")
         preprocessor.product_stats.refresh(*data.test_counts)
+    if data.test_affinity is not None:
+        preprocessor.item_affinity.refresh(data.test_affinity)
     probabilities = predict(model, preprocessor, data, "test", config)
     labels = data.test["label"].to_numpy()
     test = metrics.binary_report(labels, probabilities, user_ids=data.test["user_id"].to_numpy())

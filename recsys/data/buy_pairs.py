@@ -324,14 +324,15 @@ def time_split(pairs, validation_fraction=0.1, test_fraction=0.1):
 def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
     """Per product text, the columns of `ProductStats`: purchases, views, log price relative to
     the category median, distinct buyers in the last `recent_days` days, how recently it last
-    sold (`7 / (7 + days)`, 0 when never) and its age in days since its first event.
+    sold (`7 / (7 + days)`, 0 when never), its age in days since its first event and the share
+    of its buyers who bought it on more than one day.
 
     Counts use events before `before` when given; days count back from `before` (or from the
     latest event). Products with identical text share one entry.
 
     Returns:
-        `(texts, purchases, views, relative_price, recent_buyers, sale_recency, age_days)`
-        aligned lists for `ProductStats`.
+        `(texts, purchases, views, relative_price, recent_buyers, sale_recency, age_days,
+        repeat_rate)` aligned lists for `ProductStats`.
 
     >>> import pandas as pd
     >>> events = pd.DataFrame({"user_id": ["u", "v", "v", "w"], "product_id": ["a", "a", "a", "b"],
@@ -339,11 +340,13 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
     ...     "timestamp": pd.to_datetime(["2024-01-01", "2024-03-01", "2024-03-02", "2024-03-03"])})
     >>> catalog = pd.DataFrame({"product_id": ["a", "b"], "title": ["Mug", "Cap"],
     ...                         "category": ["kitchen", "hats"]})
-    >>> texts, bought, seen, _, recent, sold, age = product_counts(events, catalog)
+    >>> texts, bought, seen, _, recent, sold, age, repeat = product_counts(events, catalog)
     >>> bought, seen, recent  # a: 3 purchases, 1 buyer (v) in the 30 days to 2024-03-03
     ([3.0, 0.0], [0.0, 1.0], [1.0, 0.0])
     >>> sold, age  # a last sold 1 day before the end (b never), first seen 62 days before it
     ([0.875, 0.0], [62.0, 0.0])
+    >>> repeat  # of a's buyers (u, v), v bought it on two days
+    [0.5, 0.0]
     """
     if before is not None:
         events = events[events["timestamp"] < before]
@@ -360,6 +363,9 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
         last_sale = (end - purchase_rows.groupby("product_id")["timestamp"].max()) / day
         columns["sale_recency"] = 7.0 / (7.0 + last_sale)
         columns["age_days"] = (end - events.groupby("product_id")["timestamp"].min()) / day
+        days = purchase_rows.assign(day=purchase_rows["timestamp"].dt.floor("D"))
+        buyer_days = days.groupby(["product_id", "user_id"])["day"].nunique()
+        columns["repeat_rate"] = (buyer_days > 1).groupby(level="product_id").mean()
     _, product_texts = catalog_texts(catalog)
     relative = pd.Series(0.0, index=catalog["product_id"].to_numpy())
     if "price" in catalog:
@@ -375,6 +381,7 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
         "recent_buyers": sum,
         "sale_recency": max,
         "age_days": max,
+        "repeat_rate": max,
     }
     columns["relative_price"] = relative
     by_id = {name: columns[name].to_dict() if name in columns else {} for name in combine}

@@ -49,6 +49,9 @@ FEATURE_NAMES = (
     "log_product_age",
     "mean_title_overlap",
     "max_title_overlap",
+    "product_repeat_rate",
+    "item_affinity",
+    "user_repeat_share",
 )
 NUM_FEATURES = len(FEATURE_NAMES)
 _PRIOR_VIEWS = 10.0
@@ -118,7 +121,7 @@ def title_overlap(history_titles, product_title):
     return shared / tf.maximum(union, 1.0)
 
 
-def history_features(context, product, product_stats=None):
+def history_features(context, product, product_stats=None, item_affinity=None):
     """History and product features from the raw strings, the same in training and serving.
 
     Returns `[N, NUM_FEATURES]` float32 in the order of `FEATURE_NAMES`: how often the product's
@@ -126,9 +129,12 @@ def history_features(context, product, product_stats=None):
     in its category and of its brand, whether the user bought in that category or brand before,
     the history length, the product's purchases, conversion rate and price relative to its
     category's median in the training period, its distinct buyers in the period's last days, how
-    recently it last sold and its age (`product_stats(product) -> [N, 6]`, the columns of
-    `ProductStats`; zeros when not given), and the mean and max title-word overlap between the
-    product and the history items.
+    recently it last sold and its age (`product_stats(product) -> [N, 7]`, the columns of
+    `ProductStats`; zeros when not given), the mean and max title-word overlap between the
+    product and the history items, the share of the product's buyers who bought it again, and
+    the collaborative affinity of the history for the product with the share of the history's
+    products bought more than once (`item_affinity(items, product) -> [N, 2]`, an
+    `recsys.tasks.item_affinity.ItemAffinity`; zeros when not given).
 
     >>> import tensorflow as tf
     >>> f = history_features(tf.constant(["bought: a | x | z ; b | y ; a | x"]),
@@ -172,6 +178,10 @@ def history_features(context, product, product_stats=None):
         stats = tf.zeros([tf.shape(product)[0], len(ProductStats.COLUMNS)], tf.float32)
     else:
         stats = product_stats(product)
+    if item_affinity is None:
+        affinity = tf.zeros([tf.shape(product)[0], 2], tf.float32)
+    else:
+        affinity = item_affinity(plain.to_tensor(default_value=""), product)
     return tf.stack(
         [
             tf.math.log1p(tf.reduce_sum(same[0], axis=1)),
@@ -190,6 +200,9 @@ def history_features(context, product, product_stats=None):
             tf.math.log1p(stats[:, 5]),
             tf.reduce_sum(overlap, axis=1) / denominator,
             tf.reduce_max(overlap, axis=1),
+            stats[:, 6],
+            affinity[:, 0],
+            affinity[:, 1],
         ],
         axis=1,
     )
@@ -197,23 +210,31 @@ def history_features(context, product, product_stats=None):
 
 class ProductStats(tf.Module):
     """Per product text, in the graph: training-period purchases, views, log relative price,
-    recent distinct buyers, last-sale recency and age in days (the columns of
-    `recsys.data.buy_pairs.product_counts`).
+    recent distinct buyers, last-sale recency, age in days and the share of its buyers who
+    bought it on more than one day (the columns of `recsys.data.buy_pairs.product_counts`).
 
     Unknown products (inline in a request) get zeros. `refresh` replaces the figures with ones
     counted up to a later date (the model is trained on figures from before its validation
     period and evaluated and exported with figures up to its test period).
 
     >>> import tensorflow as tf
-    >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5], [2.0], [0.5], [40.0])
+    >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5], [2.0], [0.5], [40.0], [0.25])
     >>> stats(tf.constant(["a | x", "b | y"])).numpy().tolist()
-    [[3.0, 9.0, 0.5, 2.0, 0.5, 40.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
-    >>> stats.refresh(["a | x"], [4.0], [9.0], [0.5], [1.0], [1.0], [41.0])
+    [[3.0, 9.0, 0.5, 2.0, 0.5, 40.0, 0.25], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    >>> stats.refresh(["a | x"], [4.0], [9.0], [0.5], [1.0], [1.0], [41.0], [0.5])
     >>> stats(tf.constant(["a | x"])).numpy().tolist()
-    [[4.0, 9.0, 0.5, 1.0, 1.0, 41.0]]
+    [[4.0, 9.0, 0.5, 1.0, 1.0, 41.0, 0.5]]
     """
 
-    COLUMNS = ("purchases", "views", "relative_price", "recent_buyers", "sale_recency", "age_days")
+    COLUMNS = (
+        "purchases",
+        "views",
+        "relative_price",
+        "recent_buyers",
+        "sale_recency",
+        "age_days",
+        "repeat_rate",
+    )
 
     def __init__(self, texts, purchases, views, *more):
         super().__init__(name="product_stats")
@@ -265,16 +286,24 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
         product_length: int. Tokens for the product text.
         product_stats: ProductStats or None. Training-period product counts (not serialised
             in the config; they travel in the exported SavedModel).
+        item_affinity: ItemAffinity or None. Training-period item-to-item weights (likewise).
     """
 
     def __init__(
-        self, tokenizer, context_length=64, product_length=32, product_stats=None, **kwargs
+        self,
+        tokenizer,
+        context_length=64,
+        product_length=32,
+        product_stats=None,
+        item_affinity=None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         import keras_hub
 
         self.tokenizer = tokenizer
         self.product_stats = product_stats
+        self.item_affinity = item_affinity
         self.context_length, self.product_length = context_length, product_length
         self._packers = {
             name: keras_hub.layers.MultiSegmentPacker(
@@ -302,7 +331,7 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
         return {
             "context": self.encode_text("context", context),
             "product": self.encode_text("product", product),
-            "features": history_features(context, product, self.product_stats),
+            "features": history_features(context, product, self.product_stats, self.item_affinity),
         }
 
     def get_config(self):
@@ -368,7 +397,7 @@ def build_model(backbone, hidden_dim=256, dropout=0.1, freeze_backbone=False):
         freeze_backbone: bool. Train the head only.
 
     Returns:
-        A `keras.Model` taking `{"context": ..., "product": ..., "features": [N, 4]}` (the
+        A `keras.Model` taking `{"context": ..., "product": ..., "features": [N, NUM_FEATURES]}` (the
         output of `BuyProbabilityPreprocessor`) and returning `{"buy_logit": [N, 1]}`. Its
         layers `text_encoder` and `buy_head` are used separately by the export's fast path.
     """

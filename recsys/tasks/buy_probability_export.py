@@ -37,7 +37,8 @@ class BuyServingModule(tf.Module):
         self.encoder = model.get_layer("text_encoder")
         self.head = model.get_layer("buy_head")
         self.history_length = int(history_length)
-        self.product_stats = preprocessor.product_stats  # tracked here so it is saved
+        self.product_stats = preprocessor.product_stats  # tracked here so they are saved
+        self.item_affinity = preprocessor.item_affinity
         ids = catalog["product_id"].astype(str).tolist()
         items, products = catalog_texts(catalog)
         product_texts = [products[i] for i in ids]
@@ -54,7 +55,7 @@ class BuyServingModule(tf.Module):
         logger.info("Embedded %d catalog products for export", len(ids))
 
     def _probability(self, context_embedding, product_embedding, context, product):
-        features = history_features(context, product, self.product_stats)
+        features = history_features(context, product, self.product_stats, self.item_affinity)
         logits = self.head(context_embedding, product_embedding, features)
         return tf.sigmoid(tf.reshape(tf.cast(logits, tf.float32), [-1]))
 

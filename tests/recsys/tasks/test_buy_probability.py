@@ -172,14 +172,20 @@ def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_bu
             ("z", "b", "purchase", "2024-03-05"),  # after the cutoff
         ]
     )
-    texts, bought, seen, _, recent, sold, age = buy_pairs.product_counts(
+    texts, bought, seen, _, recent, sold, age, repeat = buy_pairs.product_counts(
         events, catalog, before=pd.Timestamp("2024-03-01", tz="UTC")
     )
-    by_text = dict(zip(texts, zip(bought, seen, recent, sold, age, strict=True), strict=True))
+    by_text = dict(
+        zip(texts, zip(bought, seen, recent, sold, age, repeat, strict=True), strict=True)
+    )
     # A last sold on 2024-02-28 (2 days before: a leap year), first on 2024-01-01 (60 days);
-    # B was only viewed.
-    assert by_text == {"A | x": (4.0, 0.0, 2.0, 7 / 9, 60.0), "B | y": (0.0, 1.0, 0.0, 0.0, 2.0)}
-    _, bought, _, _, recent, sold, _ = buy_pairs.product_counts(events, catalog)  # to 03-05
+    # of a's buyers v came back on another day (0.5; c's only buyer did not, and a text takes
+    # the larger share); B was only viewed.
+    assert by_text == {
+        "A | x": (4.0, 0.0, 2.0, 7 / 9, 60.0, 0.5),
+        "B | y": (0.0, 1.0, 0.0, 0.0, 2.0, 0.0),
+    }
+    _, bought, _, _, recent, sold, _, _ = buy_pairs.product_counts(events, catalog)  # to 03-05
     assert dict(zip(texts, recent, strict=True)) == {"A | x": 2.0, "B | y": 1.0}
     assert dict(zip(texts, sold, strict=True)) == {"A | x": 7 / 13, "B | y": 1.0}
 
@@ -187,6 +193,6 @@ def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_bu
 def test_product_stats_refresh_refuses_another_catalog():
     stats = bp.ProductStats(["a | x", "b | y"], [1.0, 2.0], [3.0, 4.0])
     stats.refresh(["a | x", "b | y"], [5.0, 6.0], [7.0, 8.0], None, [1.0, 0.0])
-    np.testing.assert_allclose(stats(tf.constant(["b | y"])).numpy(), [[6, 8, 0, 0, 0, 0]])
+    np.testing.assert_allclose(stats(tf.constant(["b | y"])).numpy(), [[6, 8, 0, 0, 0, 0, 0]])
     with pytest.raises(ValueError, match="same product texts"):
         stats.refresh(["b | y", "a | x"], [1.0, 1.0], [1.0, 1.0])
