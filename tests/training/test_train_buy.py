@@ -163,13 +163,18 @@ def test_bad_config_value_exits_2_naming_the_key(tmp_path, capsys):
 
 
 def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_dir, tmp_path):
+    import tensorflow as tf
+
     from recsys.config import load_config
     from recsys.data import buy_pairs
-    from recsys.tasks.buy_probability import FEATURE_NAMES
+    from recsys.tasks.buy_probability import FEATURE_NAMES, history_features
+    from recsys.tasks.item_affinity import ItemAffinity
     from training import buy
 
     path = tiny_buy_config(
-        tmp_path / "buy.yaml", store_dir=tiny_store_dir, model={"freeze_backbone": True}
+        tmp_path / "buy.yaml",
+        store_dir=tiny_store_dir,
+        model={"freeze_backbone": True, "item_affinity_l2": 5.0},
     )
     config = load_config(path, ["data.horizon_days=28"])
     data = buy.prepare(config)
@@ -187,6 +192,17 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
     # the single table (counted before validation) would have shown later, larger counts
     table = buy._features(data, data.train, "test", preprocessor)[rows, column]
     assert (table > got).any()
+    # the item affinity too comes from EASE weights fitted before each pair's cutoff
+    column = FEATURE_NAMES.index("item_affinity")
+    part = data.train.iloc[rows]
+    at_cutoff = history_features(
+        tf.constant(part["context"].tolist()),
+        tf.constant(part["product"].tolist()),
+        None,
+        ItemAffinity.fit(data.events, data.catalog, 5.0, before=first),
+    ).numpy()[:, column]
+    np.testing.assert_allclose(features[rows, column], at_cutoff, rtol=1e-5, atol=1e-6)
+    assert np.abs(at_cutoff).max() > 0
 
     code = main(
         [
@@ -201,3 +217,26 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
         ]
     )
     assert code == 0 and store.versions(tmp_path / "store", "buy") == [1]
+    # the SavedModel holds the weights fitted up to the test period
+    loaded = tf.saved_model.load(str(tmp_path / "store" / "buy" / "1"))
+    np.testing.assert_allclose(
+        loaded.item_affinity.weights.numpy(), data.test_affinity.weights.numpy()
+    )
+    assert not np.allclose(data.test_affinity.weights.numpy(), data.affinity.weights.numpy())
+
+
+def test_item_affinity_is_refused_where_training_pairs_would_see_their_own_labels(
+    tiny_store_dir, tmp_path
+):
+    from recsys.config import ConfigError, load_config
+    from training import buy
+
+    path = tiny_buy_config(
+        tmp_path / "buy.yaml", store_dir=tiny_store_dir, model={"item_affinity_l2": 5.0}
+    )
+    with pytest.raises(ConfigError, match="data.horizon_days"):
+        buy.prepare(load_config(path, ["model.freeze_backbone=true"]))
+    with pytest.raises(ConfigError, match="freeze_backbone"):
+        buy.prepare(load_config(path, ["data.horizon_days=28"]))
+    with pytest.raises(ConfigError, match="item_affinity_l2"):
+        load_config(path, ["model.item_affinity_l2=0"])
