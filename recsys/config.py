@@ -124,6 +124,8 @@ class ModelConfig:
     neighbour_blend: bool = False  # add votes of the nearest training texts by character n-grams
     # buy probability: L2 penalty of an EASE item-to-item model feeding the affinity feature
     item_affinity_l2: float | None = None
+    embedding_interaction: str = "full"  # buy probability head: "full" or "cosine"
+    normalize_features: bool = False  # buy probability head: batch-normalise the features
 
     def __post_init__(self):
         if self.sequence_length <= 0:
@@ -162,6 +164,11 @@ class ModelConfig:
             raise ConfigError(
                 "`model.neighbour_blend` is chosen together with the n-gram blend; "
                 "set `model.ngram_blend: true` too, or `model.neighbour_blend: false`"
+            )
+        if self.embedding_interaction not in ("full", "cosine"):
+            raise ConfigError(
+                "`model.embedding_interaction` must be 'full' or 'cosine'. "
+                f"Received: {self.embedding_interaction!r}"
             )
         if self.item_affinity_l2 is not None and not self.item_affinity_l2 > 0:
             raise ConfigError(

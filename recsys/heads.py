@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+INTERACTIONS = ("full", "cosine")  # how BuyProbabilityHead combines the two embeddings
+
 
 @keras.saving.register_keras_serializable(package="recsys")
 class MaskedMeanPooling(keras.layers.Layer):
@@ -45,16 +47,31 @@ class MaskedMeanPooling(keras.layers.Layer):
 class BuyProbabilityHead(keras.layers.Layer):
     """Combines a user embedding, a product embedding and history features into a buy logit.
 
-    The interaction vector is `[u, p, u * p, |u - p|, features]`, fed to a small MLP.
+    The interaction vector is `[u, p, u * p, |u - p|, features]` (`interaction="full"`) or
+    `[u . p, features]` (`"cosine"`: the embeddings' similarity only, for frozen backbones whose
+    embeddings would otherwise give the head thousands of inputs to overfit on), fed to a small
+    MLP. `normalize_features` puts the features through batch normalisation first (counts, days
+    and shares live on very different scales).
 
     Args:
         hidden_dim: int. Width of the hidden layer.
         dropout: float. Dropout rate before the output.
+        interaction: str. "full" or "cosine".
+        normalize_features: bool. Batch-normalise the features.
     """
 
-    def __init__(self, hidden_dim=256, dropout=0.1, **kwargs):
+    def __init__(
+        self, hidden_dim=256, dropout=0.1, interaction="full", normalize_features=False, **kwargs
+    ):
         super().__init__(**kwargs)
+        if interaction not in INTERACTIONS:
+            raise ValueError(
+                f"`interaction` must be one of {INTERACTIONS}. Received: {interaction!r}"
+            )
         self.hidden_dim, self.dropout = hidden_dim, dropout
+        self.interaction, self.normalize_features = interaction, bool(normalize_features)
+        if self.normalize_features:
+            self._norm = keras.layers.BatchNormalization(name="feature_norm", dtype="float32")
         self._hidden = keras.layers.Dense(hidden_dim, activation="gelu", name="hidden")
         self._hidden2 = keras.layers.Dense(
             max(hidden_dim // 2, 1), activation="gelu", name="hidden2"
@@ -66,14 +83,24 @@ class BuyProbabilityHead(keras.layers.Layer):
         user = ops.cast(user, "float32")
         product = ops.cast(product, "float32")
         features = ops.cast(features, "float32")
-        x = ops.concatenate(
-            [user, product, user * product, ops.abs(user - product), features], axis=-1
-        )
+        if self.normalize_features:
+            features = self._norm(features, training=training)
+        if self.interaction == "cosine":
+            parts = [ops.sum(user * product, axis=-1, keepdims=True), features]
+        else:
+            parts = [user, product, user * product, ops.abs(user - product), features]
+        x = ops.concatenate(parts, axis=-1)
         x = self._drop(self._hidden2(self._hidden(x)), training=training)
         return self._logit(x)
 
     def get_config(self):
-        return {**super().get_config(), "hidden_dim": self.hidden_dim, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "hidden_dim": self.hidden_dim,
+            "dropout": self.dropout,
+            "interaction": self.interaction,
+            "normalize_features": self.normalize_features,
+        }
 
 
 @keras.saving.register_keras_serializable(package="recsys")

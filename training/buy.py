@@ -188,6 +188,8 @@ def build(config, data):
         hidden_dim=config.model.hidden_dim,
         dropout=config.model.dropout,
         freeze_backbone=config.model.freeze_backbone,
+        interaction=config.model.embedding_interaction,
+        normalize_features=config.model.normalize_features,
     )
     return model, preprocessor
 

@@ -28,6 +28,7 @@ from recsys.tasks.buy_probability import BOUGHT_PREFIX, context_text, item_text,
 
 SESSION_GAP = pd.Timedelta(minutes=30)
 RECENT_DAYS = 30  # window of the products' recent distinct buyers (`product_counts`)
+SHORT_DAYS, LONG_DAYS = 7, 60  # the windows of two more such counts
 
 
 def catalog_texts(catalog: pd.DataFrame):
@@ -332,7 +333,8 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
 
     Returns:
         `(texts, purchases, views, relative_price, recent_buyers, sale_recency, age_days,
-        repeat_rate)` aligned lists for `ProductStats`.
+        repeat_rate, buyers_7d, buyers_60d)` aligned lists for `ProductStats` (the last two
+        count distinct buyers like `recent_buyers`, over `SHORT_DAYS` and `LONG_DAYS`).
 
     >>> import pandas as pd
     >>> events = pd.DataFrame({"user_id": ["u", "v", "v", "w"], "product_id": ["a", "a", "a", "b"],
@@ -340,7 +342,7 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
     ...     "timestamp": pd.to_datetime(["2024-01-01", "2024-03-01", "2024-03-02", "2024-03-03"])})
     >>> catalog = pd.DataFrame({"product_id": ["a", "b"], "title": ["Mug", "Cap"],
     ...                         "category": ["kitchen", "hats"]})
-    >>> texts, bought, seen, _, recent, sold, age, repeat = product_counts(events, catalog)
+    >>> texts, bought, seen, _, recent, sold, age, repeat, *_ = product_counts(events, catalog)
     >>> bought, seen, recent  # a: 3 purchases, 1 buyer (v) in the 30 days to 2024-03-03
     ([3.0, 0.0], [0.0, 1.0], [1.0, 0.0])
     >>> sold, age  # a last sold 1 day before the end (b never), first seen 62 days before it
@@ -360,6 +362,9 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
         day = pd.Timedelta(days=1)
         recent = purchase_rows[purchase_rows["timestamp"] >= end - recent_days * day]
         columns["recent_buyers"] = recent.groupby("product_id")["user_id"].nunique()
+        for name, days in (("buyers_7d", SHORT_DAYS), ("buyers_60d", LONG_DAYS)):
+            window = purchase_rows[purchase_rows["timestamp"] >= end - days * day]
+            columns[name] = window.groupby("product_id")["user_id"].nunique()
         last_sale = (end - purchase_rows.groupby("product_id")["timestamp"].max()) / day
         columns["sale_recency"] = 7.0 / (7.0 + last_sale)
         columns["age_days"] = (end - events.groupby("product_id")["timestamp"].min()) / day
@@ -382,6 +387,8 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
         "sale_recency": max,
         "age_days": max,
         "repeat_rate": max,
+        "buyers_7d": sum,
+        "buyers_60d": sum,
     }
     columns["relative_price"] = relative
     by_id = {name: columns[name].to_dict() if name in columns else {} for name in combine}

@@ -52,6 +52,8 @@ FEATURE_NAMES = (
     "product_repeat_rate",
     "item_affinity",
     "user_repeat_share",
+    "log_buyers_7d",
+    "log_buyers_60d",
 )
 NUM_FEATURES = len(FEATURE_NAMES)
 _PRIOR_VIEWS = 10.0
@@ -129,12 +131,13 @@ def history_features(context, product, product_stats=None, item_affinity=None):
     in its category and of its brand, whether the user bought in that category or brand before,
     the history length, the product's purchases, conversion rate and price relative to its
     category's median in the training period, its distinct buyers in the period's last days, how
-    recently it last sold and its age (`product_stats(product) -> [N, 7]`, the columns of
+    recently it last sold and its age (`product_stats(product) -> [N, 9]`, the columns of
     `ProductStats`; zeros when not given), the mean and max title-word overlap between the
-    product and the history items, the share of the product's buyers who bought it again, and
-    the collaborative affinity of the history for the product with the share of the history's
+    product and the history items, the share of the product's buyers who bought it again, the
+    collaborative affinity of the history for the product with the share of the history's
     products bought more than once (`item_affinity(items, product) -> [N, 2]`, an
-    `recsys.tasks.item_affinity.ItemAffinity`; zeros when not given).
+    `recsys.tasks.item_affinity.ItemAffinity`; zeros when not given), and the product's distinct
+    buyers in the last 7 and 60 days.
 
     >>> import tensorflow as tf
     >>> f = history_features(tf.constant(["bought: a | x | z ; b | y ; a | x"]),
@@ -203,6 +206,8 @@ def history_features(context, product, product_stats=None, item_affinity=None):
             stats[:, 6],
             affinity[:, 0],
             affinity[:, 1],
+            tf.math.log1p(stats[:, 7]),
+            tf.math.log1p(stats[:, 8]),
         ],
         axis=1,
     )
@@ -210,8 +215,9 @@ def history_features(context, product, product_stats=None, item_affinity=None):
 
 class ProductStats(tf.Module):
     """Per product text, in the graph: training-period purchases, views, log relative price,
-    recent distinct buyers, last-sale recency, age in days and the share of its buyers who
-    bought it on more than one day (the columns of `recsys.data.buy_pairs.product_counts`).
+    recent distinct buyers, last-sale recency, age in days, the share of its buyers who bought it
+    on more than one day and its distinct buyers in the last 7 and 60 days (the columns of
+    `recsys.data.buy_pairs.product_counts`).
 
     Unknown products (inline in a request) get zeros. `refresh` replaces the figures with ones
     counted up to a later date (the model is trained on figures from before its validation
@@ -219,11 +225,11 @@ class ProductStats(tf.Module):
 
     >>> import tensorflow as tf
     >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5], [2.0], [0.5], [40.0], [0.25])
-    >>> stats(tf.constant(["a | x", "b | y"])).numpy().tolist()
-    [[3.0, 9.0, 0.5, 2.0, 0.5, 40.0, 0.25], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
-    >>> stats.refresh(["a | x"], [4.0], [9.0], [0.5], [1.0], [1.0], [41.0], [0.5])
+    >>> stats(tf.constant(["a | x", "b | y"])).numpy().tolist()  # missing columns are zeros
+    [[3.0, 9.0, 0.5, 2.0, 0.5, 40.0, 0.25, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    >>> stats.refresh(["a | x"], [4.0], [9.0], [0.5], [1.0], [1.0], [41.0], [0.5], [1.0], [3.0])
     >>> stats(tf.constant(["a | x"])).numpy().tolist()
-    [[4.0, 9.0, 0.5, 1.0, 1.0, 41.0, 0.5]]
+    [[4.0, 9.0, 0.5, 1.0, 1.0, 41.0, 0.5, 1.0, 3.0]]
     """
 
     COLUMNS = (
@@ -234,6 +240,8 @@ class ProductStats(tf.Module):
         "sale_recency",
         "age_days",
         "repeat_rate",
+        "buyers_7d",
+        "buyers_60d",
     )
 
     def __init__(self, texts, purchases, views, *more):
@@ -387,7 +395,14 @@ def _text_inputs(prefix):
     }
 
 
-def build_model(backbone, hidden_dim=256, dropout=0.1, freeze_backbone=False):
+def build_model(
+    backbone,
+    hidden_dim=256,
+    dropout=0.1,
+    freeze_backbone=False,
+    interaction="full",
+    normalize_features=False,
+):
     """The two-tower buy-probability model.
 
     Args:
@@ -395,6 +410,8 @@ def build_model(backbone, hidden_dim=256, dropout=0.1, freeze_backbone=False):
         hidden_dim: int. Width of the head.
         dropout: float. Head dropout.
         freeze_backbone: bool. Train the head only.
+        interaction: str. How the head combines the embeddings ("full" or "cosine").
+        normalize_features: bool. Batch-normalise the history features in the head.
 
     Returns:
         A `keras.Model` taking `{"context": ..., "product": ..., "features": [N, NUM_FEATURES]}` (the
@@ -404,7 +421,13 @@ def build_model(backbone, hidden_dim=256, dropout=0.1, freeze_backbone=False):
     if freeze_backbone:
         backbone.trainable = False
     encoder = TextEncoder(backbone, name="text_encoder")
-    head = BuyProbabilityHead(hidden_dim=hidden_dim, dropout=dropout, name="buy_head")
+    head = BuyProbabilityHead(
+        hidden_dim=hidden_dim,
+        dropout=dropout,
+        interaction=interaction,
+        normalize_features=normalize_features,
+        name="buy_head",
+    )
     inputs = {
         "context": _text_inputs("context"),
         "product": _text_inputs("product"),

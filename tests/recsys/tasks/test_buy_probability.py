@@ -172,7 +172,7 @@ def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_bu
             ("z", "b", "purchase", "2024-03-05"),  # after the cutoff
         ]
     )
-    texts, bought, seen, _, recent, sold, age, repeat = buy_pairs.product_counts(
+    texts, bought, seen, _, recent, sold, age, repeat, week, two_months = buy_pairs.product_counts(
         events, catalog, before=pd.Timestamp("2024-03-01", tz="UTC")
     )
     by_text = dict(
@@ -185,7 +185,11 @@ def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_bu
         "A | x": (4.0, 0.0, 2.0, 7 / 9, 60.0, 0.5),
         "B | y": (0.0, 1.0, 0.0, 0.0, 2.0, 0.0),
     }
-    _, bought, _, _, recent, sold, _, _ = buy_pairs.product_counts(events, catalog)  # to 03-05
+    # distinct buyers of A's products in the 7 days to 03-01 (from 02-23): v (a), w (c); in the
+    # 60 days (from 01-01, 00:00 included): u too
+    assert dict(zip(texts, week, strict=True)) == {"A | x": 2.0, "B | y": 0.0}
+    assert dict(zip(texts, two_months, strict=True)) == {"A | x": 3.0, "B | y": 0.0}
+    _, bought, _, _, recent, sold, *_ = buy_pairs.product_counts(events, catalog)  # to 03-05
     assert dict(zip(texts, recent, strict=True)) == {"A | x": 2.0, "B | y": 1.0}
     assert dict(zip(texts, sold, strict=True)) == {"A | x": 7 / 13, "B | y": 1.0}
 
@@ -193,6 +197,26 @@ def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_bu
 def test_product_stats_refresh_refuses_another_catalog():
     stats = bp.ProductStats(["a | x", "b | y"], [1.0, 2.0], [3.0, 4.0])
     stats.refresh(["a | x", "b | y"], [5.0, 6.0], [7.0, 8.0], None, [1.0, 0.0])
-    np.testing.assert_allclose(stats(tf.constant(["b | y"])).numpy(), [[6, 8, 0, 0, 0, 0, 0]])
+    np.testing.assert_allclose(stats(tf.constant(["b | y"])).numpy(), [[6, 8, 0, 0, 0, 0, 0, 0, 0]])
     with pytest.raises(ValueError, match="same product texts"):
         stats.refresh(["b | y", "a | x"], [1.0, 1.0], [1.0, 1.0])
+
+
+def test_cosine_head_sees_the_embeddings_only_through_their_similarity():
+    head = BuyProbabilityHead(hidden_dim=4, interaction="cosine", normalize_features=True)
+    assert BuyProbabilityHead.from_config(head.get_config()).get_config() == head.get_config()
+    rng = np.random.default_rng(0)
+    user, product = rng.normal(size=(2, 3, 6)).astype("float32")
+    features = rng.normal(size=(3, bp.NUM_FEATURES)).astype("float32")
+    logits = np.asarray(head(user, product, features))
+    turn = rng.permutation(6)  # the same permutation of both: the dot products are unchanged
+    np.testing.assert_allclose(np.asarray(head(user[:, turn], product[:, turn], features)), logits)
+    other = np.asarray(head(user, product[::-1], features))
+    assert not np.allclose(other, logits)
+    # the features are batch-normalised: the statistics move while training, not at inference
+    norm = head._norm
+    before = np.asarray(norm.moving_mean).copy()
+    head(user, product, features + 5.0, training=True)
+    assert not np.allclose(np.asarray(norm.moving_mean), before)
+    with pytest.raises(ValueError, match="interaction"):
+        BuyProbabilityHead(interaction="concat")
