@@ -151,6 +151,7 @@ async function showUser(userId) {
   clearError();
   $("rec-user").textContent = userId;
   $("rec-meta").textContent = "Ranking…";
+  $("recommendations").querySelector("tbody").replaceChildren(); // not the previous shopper's
   try {
     const user = await api(`v1/users/${encodeURIComponent(userId)}?limit=${HISTORY_SENT}`);
     if (request !== current) return;

@@ -82,6 +82,7 @@ def test_pick_a_shopper_see_recommendations_and_classify_a_review(
     page.select_option("#user-select", user)
     page.wait_for_function(
         "u => document.getElementById('rec-user').textContent === u"
+        " && document.getElementById('rec-meta').textContent.includes('buy probabilities')"
         " && document.querySelectorAll('#recommendations td.probability .bar').length === 10",
         arg=user,
     )
