@@ -107,14 +107,15 @@ class ItemAffinity(tf.Module):
         Raises:
             ValueError: the catalog has more than `MAX_PRODUCTS` distinct product texts.
         """
-        matrix, texts = interaction_matrix(events, catalog, before)
-        if len(texts) > MAX_PRODUCTS:
+        items, products = catalog_texts(catalog)
+        distinct = len(set(products.values()))
+        if distinct > MAX_PRODUCTS:  # before the [users, products] matrix is allocated
             raise ValueError(
                 f"`model.item_affinity_l2` keeps a dense [products, products] matrix; the catalog "
-                f"has {len(texts):,} distinct products (at most {MAX_PRODUCTS:,}). Set "
+                f"has {distinct:,} distinct products (at most {MAX_PRODUCTS:,}). Set "
                 "`model.item_affinity_l2: null` to train without it."
             )
-        items, products = catalog_texts(catalog)
+        matrix, texts = interaction_matrix(events, catalog, before)
         item_of = {}
         for pid in catalog["product_id"]:
             item_of.setdefault(products[pid], items[pid])
