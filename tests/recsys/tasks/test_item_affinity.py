@@ -5,18 +5,7 @@ import tensorflow as tf
 
 from recsys.tasks import buy_probability as bp
 from recsys.tasks.item_affinity import ItemAffinity, ease_weights, interaction_matrix
-
-
-def _events(rows):
-    return pd.DataFrame(
-        {
-            "user_id": [r[0] for r in rows],
-            "product_id": [r[1] for r in rows],
-            "event": [r[2] for r in rows],
-            "timestamp": pd.to_datetime([r[3] for r in rows], utc=True),
-        }
-    )
-
+from tests.recsys.tasks.test_buy_probability import _events
 
 CATALOG = pd.DataFrame(
     {
