@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from recsys.schema import TASKS
+from recsys.schema import EMBEDDING_INTERACTIONS, TASKS
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -165,9 +165,9 @@ class ModelConfig:
                 "`model.neighbour_blend` is chosen together with the n-gram blend; "
                 "set `model.ngram_blend: true` too, or `model.neighbour_blend: false`"
             )
-        if self.embedding_interaction not in ("full", "cosine"):
+        if self.embedding_interaction not in EMBEDDING_INTERACTIONS:
             raise ConfigError(
-                "`model.embedding_interaction` must be 'full' or 'cosine'. "
+                f"`model.embedding_interaction` must be one of {EMBEDDING_INTERACTIONS}. "
                 f"Received: {self.embedding_interaction!r}"
             )
         if self.item_affinity_l2 is not None and not self.item_affinity_l2 > 0:

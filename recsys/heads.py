@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-INTERACTIONS = ("full", "cosine")  # how BuyProbabilityHead combines the two embeddings
+from recsys.schema import EMBEDDING_INTERACTIONS
 
 
 @keras.saving.register_keras_serializable(package="recsys")
@@ -64,9 +64,9 @@ class BuyProbabilityHead(keras.layers.Layer):
         self, hidden_dim=256, dropout=0.1, interaction="full", normalize_features=False, **kwargs
     ):
         super().__init__(**kwargs)
-        if interaction not in INTERACTIONS:
+        if interaction not in EMBEDDING_INTERACTIONS:
             raise ValueError(
-                f"`interaction` must be one of {INTERACTIONS}. Received: {interaction!r}"
+                f"`interaction` must be one of {EMBEDDING_INTERACTIONS}. Received: {interaction!r}"
             )
         self.hidden_dim, self.dropout = hidden_dim, dropout
         self.interaction, self.normalize_features = interaction, bool(normalize_features)

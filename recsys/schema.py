@@ -107,6 +107,8 @@ MODEL_CARD = "model_card.json"
 CATALOG_ASSET = "catalog.parquet"
 
 TASKS = ("buy_probability", "ranking", "text_classification")
+# How the buy-probability head combines the user and product embeddings (`model.embedding_interaction`).
+EMBEDDING_INTERACTIONS = ("full", "cosine")
 
 
 def price_band(price):

@@ -14,7 +14,7 @@ from recsys.data import buy_pairs
 from recsys.data.errors import DataError
 from recsys.export import fingerprint
 from recsys.report import plot_calibration, plot_roc
-from recsys.tasks.buy_probability import NUM_FEATURES, history_features
+from recsys.tasks.buy_probability import NUM_FEATURES, ProductStats, history_features
 
 logger = logging.getLogger(__name__)
 
@@ -176,13 +176,17 @@ def build(config, data):
     backbone, text_preprocessor = backbones.resolve(
         config.backbone, config.model.sequence_length, lora_rank=config.model.lora_rank
     )
+    stats = ProductStats(*data.product_counts)
     preprocessor = buy_probability.BuyProbabilityPreprocessor(
         text_preprocessor.tokenizer,
         config.model.sequence_length,
         min(config.model.product_sequence_length, config.model.sequence_length),
-        product_stats=buy_probability.ProductStats(*data.product_counts),
+        product_stats=stats,
         item_affinity=data.affinity,
     )
+    if data.counts_at_cutoffs and len(data.validation):
+        # counted before the validation cutoff: the validation pairs' own tables
+        data.cutoff_tables.setdefault(data.validation["timestamp"].min(), (stats, data.affinity))
     model = buy_probability.build_model(
         backbone,
         hidden_dim=config.model.hidden_dim,
@@ -264,7 +268,6 @@ def _features(data, frame, split, preprocessor):
 
 def _tables_at(data, cutoff):
     """`(ProductStats, ItemAffinity or None)` counted before `cutoff`, built once per cutoff."""
-    from recsys.tasks.buy_probability import ProductStats
     from recsys.tasks.item_affinity import ItemAffinity
 
     if cutoff not in data.cutoff_tables:
@@ -341,11 +344,12 @@ def predict(model, preprocessor, data, split, config):
 
 
 def evaluate(model, preprocessor, data, config, run_dir):
+    # New tables rather than new values in the old ones: those may be a validation cutoff's.
     if data.test_counts:
         logger.info("Product statistics counted up to the test period for evaluation and export")
-        preprocessor.product_stats.refresh(*data.test_counts)
+        preprocessor.product_stats = ProductStats(*data.test_counts)
     if data.test_affinity is not None:
-        preprocessor.item_affinity.refresh(data.test_affinity)
+        preprocessor.item_affinity = data.test_affinity
     probabilities = predict(model, preprocessor, data, "test", config)
     labels = data.test["label"].to_numpy()
     test = metrics.binary_report(labels, probabilities, user_ids=data.test["user_id"].to_numpy())

@@ -219,17 +219,13 @@ class ProductStats(tf.Module):
     on more than one day and its distinct buyers in the last 7 and 60 days (the columns of
     `recsys.data.buy_pairs.product_counts`).
 
-    Unknown products (inline in a request) get zeros. `refresh` replaces the figures with ones
-    counted up to a later date (the model is trained on figures from before its validation
-    period and evaluated and exported with figures up to its test period).
+    Unknown products (inline in a request) get zeros. A model is trained on tables counted
+    before each pair's cutoff and evaluated and exported with one counted up to its test period.
 
     >>> import tensorflow as tf
     >>> stats = ProductStats(["a | x"], [3.0], [9.0], [0.5], [2.0], [0.5], [40.0], [0.25])
     >>> stats(tf.constant(["a | x", "b | y"])).numpy().tolist()  # missing columns are zeros
     [[3.0, 9.0, 0.5, 2.0, 0.5, 40.0, 0.25, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
-    >>> stats.refresh(["a | x"], [4.0], [9.0], [0.5], [1.0], [1.0], [41.0], [0.5], [1.0], [3.0])
-    >>> stats(tf.constant(["a | x"])).numpy().tolist()
-    [[4.0, 9.0, 0.5, 1.0, 1.0, 41.0, 0.5, 1.0, 3.0]]
     """
 
     COLUMNS = (
@@ -270,15 +266,6 @@ class ProductStats(tf.Module):
         columns = [np.zeros(self.size) if c is None else c for c in columns]
         values = np.stack([np.asarray(c, "float32") for c in columns], axis=1)
         return np.concatenate([values, np.zeros((1, len(columns)), "float32")])
-
-    def refresh(self, texts, purchases, views, *more):
-        """Replaces the figures; `texts` must be the same products in the same order."""
-        if list(texts) != self.texts:
-            raise ValueError(
-                "ProductStats.refresh needs the same product texts in the same order as the "
-                f"table ({self.size} products); got {len(list(texts))} that differ."
-            )
-        self.values.assign(self._matrix(purchases, views, *more))
 
     def __call__(self, product):
         return tf.gather(self.values, self.table.lookup(product))

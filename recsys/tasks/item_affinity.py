@@ -121,15 +121,6 @@ class ItemAffinity(tf.Module):
             item_of.setdefault(products[pid], items[pid])
         return cls([item_of[t] for t in texts], texts, ease_weights(matrix, l2))
 
-    def refresh(self, other):
-        """Takes the weights of `other`, fitted on the same products (a later cutoff)."""
-        if other.texts != self.texts:
-            raise ValueError(
-                "ItemAffinity.refresh needs the same product texts in the same order "
-                f"({self.size} products); got {other.size} that differ."
-            )
-        self.weights.assign(other.weights)
-
     def __call__(self, history_items, product):
         """`[N, 2]`: the affinity and the repeat share.
 

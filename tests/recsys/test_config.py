@@ -179,6 +179,7 @@ def test_missing_required_keys(tmp_path):
         ("model", {"lora_rank": 0}, "model.lora_rank"),
         ("model", {"loss": "hinge"}, "model.loss"),
         ("model", {"freeze_backbone": "yes"}, "model.freeze_backbone"),
+        ("model", {"embedding_interaction": "dot"}, "model.embedding_interaction"),
         (None, {"name": "../x"}, "name"),
         (None, {"name": ""}, "name"),
         (None, {"name": "a/b"}, "name"),

@@ -179,7 +179,10 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
     config = load_config(path, ["data.horizon_days=28"])
     data = buy.prepare(config)
     assert data.counts_at_cutoffs and data.train["timestamp"].nunique() >= 2
-    _, preprocessor = buy.build(config, data)
+    model, preprocessor = buy.build(config, data)
+    # the validation pairs use the preprocessor's tables, counted once, before their cutoff
+    validation_cutoff = data.validation["timestamp"].min()
+    assert buy._tables_at(data, validation_cutoff) == (preprocessor.product_stats, data.affinity)
     features = buy._features(data, data.train, "train", preprocessor)
     column = FEATURE_NAMES.index("log_product_purchases")
     first = data.train["timestamp"].min()
@@ -203,6 +206,14 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
     ).numpy()[:, column]
     np.testing.assert_allclose(features[rows, column], at_cutoff, rtol=1e-5, atol=1e-6)
     assert np.abs(at_cutoff).max() > 0
+    # evaluation gives the preprocessor test-period tables and leaves the validation ones alone
+    validation_features = buy._features(data, data.validation, "validation", preprocessor)
+    buy.evaluate(model, preprocessor, data, config, tmp_path)
+    assert preprocessor.item_affinity is data.test_affinity
+    again = buy._features(data, data.validation, "validation", preprocessor)
+    np.testing.assert_array_equal(again, validation_features)
+    test_period = buy._features(data, data.validation, "test", preprocessor)
+    assert not np.allclose(test_period, validation_features)
 
     code = main(
         [

@@ -194,14 +194,6 @@ def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_bu
     assert dict(zip(texts, sold, strict=True)) == {"A | x": 7 / 13, "B | y": 1.0}
 
 
-def test_product_stats_refresh_refuses_another_catalog():
-    stats = bp.ProductStats(["a | x", "b | y"], [1.0, 2.0], [3.0, 4.0])
-    stats.refresh(["a | x", "b | y"], [5.0, 6.0], [7.0, 8.0], None, [1.0, 0.0])
-    np.testing.assert_allclose(stats(tf.constant(["b | y"])).numpy(), [[6, 8, 0, 0, 0, 0, 0, 0, 0]])
-    with pytest.raises(ValueError, match="same product texts"):
-        stats.refresh(["b | y", "a | x"], [1.0, 1.0], [1.0, 1.0])
-
-
 def test_cosine_head_sees_the_embeddings_only_through_their_similarity():
     head = BuyProbabilityHead(hidden_dim=4, interaction="cosine", normalize_features=True)
     assert BuyProbabilityHead.from_config(head.get_config()).get_config() == head.get_config()

@@ -104,19 +104,6 @@ def test_history_features_carry_the_affinity_and_the_product_repeat_rate():
     np.testing.assert_allclose(without[:, names.index("item_affinity")], 0.0)
 
 
-def test_refresh_takes_later_weights_and_refuses_other_products():
-    early = _events([("u", "a", "purchase", "2024-01-01"), ("u", "b", "purchase", "2024-01-01")])
-    later = pd.concat([early, _events([("v", "b", "purchase", "2024-02-01")])])
-    affinity = ItemAffinity.fit(early, CATALOG, l2=1.0)
-    history, product = tf.constant([["Cap | hats"]]), tf.constant(["Mug | kitchen"])
-    before = float(affinity(history, product)[0, 0])
-    affinity.refresh(ItemAffinity.fit(later, CATALOG, l2=1.0))
-    after = float(affinity(history, product)[0, 0])
-    assert before == pytest.approx(0.5) and after == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="same product texts"):
-        affinity.refresh(ItemAffinity.fit(early, CATALOG.iloc[:3], l2=1.0))
-
-
 def test_affinity_survives_a_savedmodel_round_trip(tmp_path):
     events = _events([("u", "a", "purchase", "2024-01-01"), ("u", "b", "purchase", "2024-01-01")])
     affinity = ItemAffinity.fit(events, CATALOG, l2=1.0)
