@@ -101,6 +101,35 @@ def _field(strings, index):
     return tf.strings.regex_replace(strings, pattern, f"\\{index + 1}")
 
 
+_HASH_BUCKETS = 2**62  # word and field fingerprints: collisions are negligible at this size
+_PAD = -1  # padding of fingerprint tensors: fingerprints are never negative
+_PRODUCT_PAD = -2  # the product's word padding, which must not match the history's
+
+
+def _fingerprints(strings):
+    """int64 fingerprints of strings, compared instead of the strings themselves (faster)."""
+    return tf.strings.to_hash_bucket_fast(strings, _HASH_BUCKETS)
+
+
+def _words(titles, pad=_PAD):
+    """`[..., W]` fingerprints of the lowercase words of `titles` (`[...]`), `pad`-padded."""
+    words = tf.strings.split(tf.strings.lower(titles))
+    return tf.ragged.map_flat_values(_fingerprints, words).to_tensor(default_value=pad)
+
+
+def _word_overlap(history_words, product_words):
+    """Jaccard overlap of `[N, I, W]` history word fingerprints (`_PAD`-padded) with `[N, V]`
+    product ones (`_PRODUCT_PAD`-padded)."""
+    shared = tf.reduce_any(
+        tf.equal(history_words[:, :, :, None], product_words[:, None, None, :]), axis=-1
+    )
+    shared = tf.reduce_sum(tf.cast(shared, tf.float32), axis=-1)
+    history_size = tf.reduce_sum(tf.cast(history_words != _PAD, tf.float32), axis=-1)
+    product_size = tf.reduce_sum(tf.cast(product_words != _PRODUCT_PAD, tf.float32), axis=-1)
+    union = history_size + product_size[:, None] - shared
+    return shared / tf.maximum(union, 1.0)
+
+
 def title_overlap(history_titles, product_title):
     """Jaccard overlap of lowercase title words between each history item and the product.
 
@@ -112,15 +141,21 @@ def title_overlap(history_titles, product_title):
     >>> title_overlap(tf.constant([["red wool hat", "blue mug"]]), tf.constant(["red hat"])).numpy()
     array([[0.6666667, 0.       ]], dtype=float32)
     """
-    sentinel = "\x00"
-    history = tf.strings.split(tf.strings.lower(history_titles)).to_tensor(default_value=sentinel)
-    product = tf.strings.split(tf.strings.lower(product_title)).to_tensor(default_value="\x01")
-    shared = tf.reduce_any(tf.equal(history[:, :, :, None], product[:, None, None, :]), axis=-1)
-    shared = tf.reduce_sum(tf.cast(shared, tf.float32), axis=-1)
-    history_size = tf.reduce_sum(tf.cast(tf.not_equal(history, sentinel), tf.float32), axis=-1)
-    product_size = tf.reduce_sum(tf.cast(tf.not_equal(product, "\x01"), tf.float32), axis=-1)
-    union = history_size + product_size[:, None] - shared
-    return shared / tf.maximum(union, 1.0)
+    return _word_overlap(_words(history_titles), _words(product_title, _PRODUCT_PAD))
+
+
+def _parse_contexts(contexts):
+    """The history items of each context, parsed once: `(items, bought)`, ragged `[U, (I)]`
+    item texts without the purchase mark and whether each was a purchase."""
+    items = tf.strings.split(contexts, ITEM_SEPARATOR)
+    items = tf.ragged.map_flat_values(tf.strings.strip, items)
+    is_item = tf.ragged.map_flat_values(
+        lambda s: tf.logical_not(tf.strings.regex_full_match(s, f"(?:{QUERY_PREFIX}.*)?")), items
+    )
+    items = tf.ragged.boolean_mask(items, is_item)
+    bought = tf.ragged.map_flat_values(tf.strings.regex_full_match, items, f"{BOUGHT_PREFIX}.*")
+    plain = tf.ragged.map_flat_values(tf.strings.regex_replace, items, f"^{BOUGHT_PREFIX}", "")
+    return plain, bought
 
 
 def history_features(context, product, product_stats=None, item_affinity=None):
@@ -135,9 +170,9 @@ def history_features(context, product, product_stats=None, item_affinity=None):
     `ProductStats`; zeros when not given), the mean and max title-word overlap between the
     product and the history items, the share of the product's buyers who bought it again, the
     collaborative affinity of the history for the product with the share of the history's
-    products bought more than once (`item_affinity(items, product) -> [N, 2]`, an
-    `recsys.tasks.item_affinity.ItemAffinity`; zeros when not given), and the product's distinct
-    buyers in the last 7 and 60 days.
+    products bought more than once (a `recsys.tasks.item_affinity.ItemAffinity`, asked once per
+    distinct context for its `history` and per pair for its `affinity`; zeros when not given),
+    and the product's distinct buyers in the last 7 and 60 days.
 
     >>> import tensorflow as tf
     >>> f = history_features(tf.constant(["bought: a | x | z ; b | y ; a | x"]),
@@ -147,44 +182,51 @@ def history_features(context, product, product_stats=None, item_affinity=None):
     """
     context = tf.convert_to_tensor(context)
     product = tf.convert_to_tensor(product)
-    items = tf.strings.split(context, ITEM_SEPARATOR)
-    items = tf.ragged.map_flat_values(tf.strings.strip, items)
-    is_item = tf.ragged.map_flat_values(
-        lambda s: tf.logical_not(tf.strings.regex_full_match(s, f"(?:{QUERY_PREFIX}.*)?")), items
-    )
-    items = tf.ragged.boolean_mask(items, is_item)
-    bought = tf.ragged.map_flat_values(tf.strings.regex_full_match, items, f"{BOUGHT_PREFIX}.*")
-    plain = tf.ragged.map_flat_values(tf.strings.regex_replace, items, f"^{BOUGHT_PREFIX}", "")
-    sentinel = "\x00"
-    fields = [
-        tf.ragged.map_flat_values(_field, plain, i).to_tensor(default_value=sentinel)
-        for i in range(3)
-    ]
-    bought = tf.cast(bought.to_tensor(default_value=False), tf.float32)
-    # One padding column, so maxima over an all-empty history are 0 rather than -inf.
-    rows = tf.shape(context)[0]
-    fields = [tf.concat([f, tf.fill([rows, 1], sentinel)], axis=1) for f in fields]
-    bought = tf.concat([bought, tf.zeros([rows, 1])], axis=1)
-    mine = [_field(product, i) for i in range(3)]
+    # Each distinct context and product is parsed once (a user's context is shared by all its
+    # candidates); the pairs gather the parsed results. Strings compare as fingerprints.
+    contexts, context_of = tf.unique(context)
+    products, product_of = tf.unique(product)
+    plain, bought = _parse_contexts(contexts)
+    splits = plain.row_splits
+    fields = [_field(plain.flat_values, i) for i in range(3)]
+
+    def per_item(values, default):  # flat per-item values -> [U, I + 1]
+        dense = tf.RaggedTensor.from_row_splits(values, splits).to_tensor(default_value=default)
+        # one padding column, so maxima over an all-empty history are 0 rather than -inf
+        paddings = [[0, 0], [0, 1]] + [[0, 0]] * (len(dense.shape) - 2)
+        return tf.pad(dense, paddings, constant_values=default)
+
+    def to_pairs(values):  # per distinct context -> per pair
+        return tf.gather(values, context_of)
+
+    field_ids = [to_pairs(per_item(_fingerprints(f), _PAD)) for f in fields]
+    bought = to_pairs(per_item(tf.cast(bought.flat_values, tf.float32), 0.0))
+    title_words = per_item(_words(fields[0]), _PAD)  # [U, I + 1, W]
+    mine = [_field(products, i) for i in range(3)]
     mine[2] = tf.where(tf.strings.regex_full_match(mine[2], f"{PRICE_PREFIX}.*"), "", mine[2])
+    has_brand = tf.gather(tf.cast(tf.strings.length(mine[2]) > 0, tf.float32), product_of)
+    mine_ids = [tf.gather(_fingerprints(m), product_of) for m in mine]
     same = [
-        tf.cast(tf.equal(f, m[:, None]), tf.float32) for f, m in zip(fields, mine, strict=False)
+        tf.cast(tf.equal(f, m[:, None]), tf.float32)
+        for f, m in zip(field_ids, mine_ids, strict=True)
     ]
-    has_brand = tf.cast(tf.strings.length(mine[2]) > 0, tf.float32)
     same[2] = same[2] * has_brand[:, None]
-    length = tf.cast(items.row_lengths(), tf.float32)
-    valid = tf.cast(tf.not_equal(fields[0], sentinel), tf.float32)
-    overlap = title_overlap(tf.where(valid > 0, fields[0], ""), mine[0]) * valid
+    length = to_pairs(tf.cast(plain.row_lengths(), tf.float32))
+    valid = tf.cast(tf.not_equal(field_ids[0], _PAD), tf.float32)
+    product_words = tf.gather(_words(mine[0], _PRODUCT_PAD), product_of)
+    overlap = _word_overlap(to_pairs(title_words), product_words) * valid
     denominator = tf.maximum(length, 1.0)
     positions = tf.cast(tf.range(tf.shape(same[0])[1]), tf.float32)[None, :]
     if product_stats is None:
         stats = tf.zeros([tf.shape(product)[0], len(ProductStats.COLUMNS)], tf.float32)
     else:
-        stats = product_stats(product)
+        stats = tf.gather(product_stats(products), product_of)
     if item_affinity is None:
         affinity = tf.zeros([tf.shape(product)[0], 2], tf.float32)
     else:
-        affinity = item_affinity(plain.to_tensor(default_value=""), product)
+        rows, first, repeat_share = item_affinity.history(plain.to_tensor(default_value=""))
+        pair_affinity = item_affinity.affinity(to_pairs(rows), to_pairs(first), product)
+        affinity = tf.stack([pair_affinity, to_pairs(repeat_share)], axis=1)
     return tf.stack(
         [
             tf.math.log1p(tf.reduce_sum(same[0], axis=1)),

@@ -129,22 +129,37 @@ class ItemAffinity(tf.Module):
                 padding entries (any text not in the table) are ignored.
             product: `[N]` string. Candidate product texts.
         """
+        rows, first, repeat_share = self.history(history_items)
+        return tf.stack([self.affinity(rows, first, product), repeat_share], axis=1)
+
+    def history(self, history_items):
+        """What the affinity needs from a history alone (computed once per distinct context).
+
+        Returns:
+            `(rows, first, repeat_share)`: `[N, I]` int64 weight rows of the items, sorted;
+            `[N, I]` float32, 1 at the first occurrence of each known product; `[N]` float32,
+            the share of the distinct known products that occur more than once.
+        """
         rows = tf.sort(self.item_table.lookup(history_items), axis=1)
         known = rows < self.size
         first = tf.concat(
             [tf.ones_like(rows[:, :1], tf.bool), tf.not_equal(rows[:, 1:], rows[:, :-1])], axis=1
         )
         first = tf.logical_and(first, known)
-        candidate = tf.broadcast_to(self.product_table.lookup(product)[:, None], tf.shape(rows))
-        pair_weights = tf.gather_nd(self.weights, tf.stack([rows, candidate], axis=-1))
-        affinity = tf.reduce_sum(pair_weights * tf.cast(first, tf.float32), axis=1)
         # a second occurrence: equal to the previous entry, which was a first one
         second = tf.logical_and(
             tf.logical_and(known[:, 1:], tf.equal(rows[:, 1:], rows[:, :-1])), first[:, :-1]
         )
         distinct = tf.reduce_sum(tf.cast(first, tf.float32), axis=1)
         repeated = tf.reduce_sum(tf.cast(second, tf.float32), axis=1)
-        return tf.stack([affinity, repeated / tf.maximum(distinct, 1.0)], axis=1)
+        return rows, tf.cast(first, tf.float32), repeated / tf.maximum(distinct, 1.0)
+
+    def affinity(self, rows, first, product):
+        """`[N]`: the summed weights from the history's distinct products (`history`) to
+        each candidate product text."""
+        candidate = tf.broadcast_to(self.product_table.lookup(product)[:, None], tf.shape(rows))
+        pair_weights = tf.gather_nd(self.weights, tf.stack([rows, candidate], axis=-1))
+        return tf.reduce_sum(pair_weights * first, axis=1)
 
 
 def _table(keys, rows, default):

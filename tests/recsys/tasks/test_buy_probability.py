@@ -212,3 +212,38 @@ def test_cosine_head_sees_the_embeddings_only_through_their_similarity():
     assert not np.allclose(np.asarray(norm.moving_mean), before)
     with pytest.raises(ValueError, match="interaction"):
         BuyProbabilityHead(interaction="concat")
+
+
+def test_features_of_a_batch_equal_those_of_each_pair_alone():
+    from recsys.tasks.item_affinity import ItemAffinity
+
+    # contexts shared by several candidates (parsed once per batch), titles of different word
+    # counts on both sides (padding), a query, purchase marks, brands and an empty history
+    shared = "query: red ; bought: Red wool hat | hats | Acme ; Big blue mug | kitchen ; Cap | hats"
+    contexts = [shared, "", shared, "Mug | kitchen ; bought: Mug | kitchen", shared, ""]
+    products = [
+        "Red hat | hats | Acme | price low",
+        "Cap | hats | price low",
+        "Big blue mug | kitchen | price mid",
+        "Red hat | hats | Acme | price low",
+        "Cap | hats | price low",
+        "Mug | kitchen | price mid",
+    ]
+    texts = sorted(set(products))
+    stats = bp.ProductStats(texts, [1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0])
+    items = ["Big blue mug | kitchen", "Cap | hats", "Mug | kitchen", "Red hat | hats | Acme"]
+    weights = np.random.default_rng(0).normal(size=(4, 4)).astype("float32")
+    affinity = ItemAffinity(items, texts, weights)
+    batch = bp.history_features(tf.constant(contexts), tf.constant(products), stats, affinity)
+    batch = batch.numpy()
+    alone = [
+        bp.history_features(tf.constant([c]), tf.constant([p]), stats, affinity)[0]
+        for c, p in zip(contexts, products, strict=True)
+    ]
+    np.testing.assert_allclose(batch, np.stack(alone), rtol=1e-6)
+    overlap = bp.FEATURE_NAMES.index("max_title_overlap")
+    mean_overlap = bp.FEATURE_NAMES.index("mean_title_overlap")
+    # "Red hat" against "Red wool hat" (2 of 3 words), "Big blue mug" and "Cap" (none)
+    assert batch[0, overlap] == pytest.approx(2 / 3)
+    assert batch[0, mean_overlap] == pytest.approx(2 / 9)
+    assert batch[4, overlap] == pytest.approx(1.0)  # "Cap" is in the history
