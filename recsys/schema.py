@@ -107,7 +107,7 @@ MODEL_CARD = "model_card.json"
 CATALOG_ASSET = "catalog.parquet"
 
 TASKS = ("buy_probability", "ranking", "text_classification")
-# How the buy-probability head combines the user and product embeddings (`model.embedding_interaction`).
+# `model.embedding_interaction`: how the buy head combines the user and product embeddings.
 EMBEDDING_INTERACTIONS = ("full", "cosine")
 
 
