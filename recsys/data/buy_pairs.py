@@ -360,9 +360,12 @@ def product_counts(events, catalog, before=None, recent_days=RECENT_DAYS):
     }
     if len(events) and not pd.isna(end):
         day = pd.Timedelta(days=1)
-        recent = purchase_rows[purchase_rows["timestamp"] >= end - recent_days * day]
-        columns["recent_buyers"] = recent.groupby("product_id")["user_id"].nunique()
-        for name, days in (("buyers_7d", SHORT_DAYS), ("buyers_60d", LONG_DAYS)):
+        windows = (
+            ("recent_buyers", recent_days),
+            ("buyers_7d", SHORT_DAYS),
+            ("buyers_60d", LONG_DAYS),
+        )
+        for name, days in windows:  # distinct buyers in the last `days` days
             window = purchase_rows[purchase_rows["timestamp"] >= end - days * day]
             columns[name] = window.groupby("product_id")["user_id"].nunique()
         last_sale = (end - purchase_rows.groupby("product_id")["timestamp"].max()) / day

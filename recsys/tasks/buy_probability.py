@@ -284,11 +284,11 @@ class ProductStats(tf.Module):
 
     def __init__(self, texts, purchases, views, *more):
         super().__init__(name="product_stats")
-        self.texts = list(texts)
-        self.size = len(self.texts)
+        texts = list(texts)
+        self.size = len(texts)
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
-                tf.constant(self.texts, tf.string), tf.range(self.size, dtype=tf.int64)
+                tf.constant(texts, tf.string), tf.range(self.size, dtype=tf.int64)
             ),
             default_value=self.size,
         )

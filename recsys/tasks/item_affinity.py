@@ -84,8 +84,8 @@ class ItemAffinity(tf.Module):
 
     def __init__(self, item_texts, product_texts, weights):
         super().__init__(name="item_affinity")
-        self.texts = list(product_texts)
-        self.size = len(self.texts)
+        product_texts = list(product_texts)
+        self.size = len(product_texts)
         weights = np.asarray(weights, dtype=np.float32)
         if weights.shape != (self.size, self.size) or len(item_texts) != self.size:
             raise ValueError(
@@ -97,7 +97,7 @@ class ItemAffinity(tf.Module):
         for row, text in enumerate(item_texts):  # products differing only in price band
             first_row.setdefault(text, row)
         self.item_table = _table(list(first_row), list(first_row.values()), self.size)
-        self.product_table = _table(self.texts, range(self.size), self.size)
+        self.product_table = _table(product_texts, range(self.size), self.size)
         self.weights = tf.Variable(_padded(weights), trainable=False, name="ease_weights")
 
     @classmethod
