@@ -40,6 +40,7 @@ class BuyData:
     test_affinity: object = None  # fitted up to the test period: evaluation and export
     affinity_l2: float | None = None
     cutoff_tables: dict = dataclasses.field(default_factory=dict)  # cutoff -> (stats, affinity)
+    encoders: dict = dataclasses.field(default_factory=dict)  # frozen mode: field -> tf.function
 
     @property
     def train_size(self):
@@ -227,9 +228,13 @@ def _cached_inputs(data, frame, split, preprocessor, model):
         missing = sorted(set(frame[column]) - set(cache))
         if missing:
             logger.info("Encoding %d %s texts with the frozen backbone", len(missing), field)
-            encode = tf.function(
-                lambda t, f=field: encoder(preprocessor.encode_text(f, t), training=False)
-            )
+            if field not in data.encoders:  # one function per field for all splits; traced
+                # for the full chunks and once more, shape-relaxed, for any shorter last chunk
+                data.encoders[field] = tf.function(
+                    lambda t, f=field: encoder(preprocessor.encode_text(f, t), training=False),
+                    reduce_retracing=True,
+                )
+            encode = data.encoders[field]
             for start in range(0, len(missing), 256):
                 chunk = missing[start : start + 256]
                 cache.update(zip(chunk, encode(tf.constant(chunk)).numpy(), strict=True))

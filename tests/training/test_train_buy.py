@@ -214,6 +214,11 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
     np.testing.assert_array_equal(again, validation_features)
     test_period = buy._features(data, data.validation, "test", preprocessor)
     assert not np.allclose(test_period, validation_features)
+    # the frozen encoder is traced per field and chunk shape, not again for every split
+    for split in ("train", "validation", "test"):
+        buy._cached_inputs(data, buy._frame(data, split), split, preprocessor, model)
+    assert sorted(data.encoders) == ["context", "product"]
+    assert all(f.experimental_get_tracing_count() <= 2 for f in data.encoders.values())
 
     code = main(
         [
