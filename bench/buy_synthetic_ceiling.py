@@ -2,6 +2,7 @@
 
     python bench/buy_synthetic_ceiling.py                 # buy_demo.yaml's store (seed 0)
     python bench/buy_synthetic_ceiling.py --seed 1 --users 3000 --products 2000
+    python bench/buy_synthetic_ceiling.py --events-per-user 100   # denser histories
 
 The synthetic store's Bayes-optimal AUC uses each user's hidden tastes. A model only sees the
 events, from which those tastes are estimated (a median user has about 20 views and one
@@ -107,11 +108,20 @@ def main(argv=None):
     parser.add_argument("--products", type=int, default=2000)
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--events-per-user",
+        type=float,
+        default=None,
+        help="simulate about this many events per user (default: the store's 33)",
+    )
     args = parser.parse_args(argv)
 
     from recsys.data import synthetic
 
-    store = synthetic.generate(products=args.products, users=args.users, seed=args.seed)
+    target = None if args.events_per_user is None else round(args.events_per_user * args.users)
+    store = synthetic.generate(
+        products=args.products, users=args.users, seed=args.seed, events_target=target
+    )
     features, u, p = event_features(store)
     labels = store.truth["label"].to_numpy()
     bayes = store.bayes_optimal_auc()
@@ -123,7 +133,12 @@ def main(argv=None):
     }
     every_hidden = {**features, **hidden}
     result = {
-        "store": {"products": args.products, "users": args.users, "seed": args.seed},
+        "store": {
+            "products": args.products,
+            "users": args.users,
+            "seed": args.seed,
+            "events": len(store.events),
+        },
         "truth_pairs": len(labels),
         "median_views_per_user": float(
             np.median(store.events[store.events["event"] == "view"].groupby("user_id").size())

@@ -36,3 +36,16 @@ def test_a_hidden_term_is_worth_more_than_noise(store):
     assert ceiling.cross_validated_auc(truth_logit, labels, users) > ceiling.cross_validated_auc(
         noise, labels, users
     )
+
+
+def test_events_per_user_sets_the_density_of_the_analysed_store(capsys):
+    import json
+
+    counts = []
+    for density in (20, 60):
+        ceiling.main(["--products", "60", "--users", "40", "--events-per-user", str(density)])
+        result = json.loads(capsys.readouterr().out)
+        assert result["store"]["users"] == 40 and 0.5 <= result["ceiling_ratio"] <= 1.2
+        counts.append(result["store"]["events"])
+    assert counts[0] == pytest.approx(20 * 40, rel=0.2)
+    assert counts[1] == pytest.approx(60 * 40, rel=0.2)
