@@ -228,11 +228,11 @@ def _cached_inputs(data, frame, split, preprocessor, model):
         missing = sorted(set(frame[column]) - set(cache))
         if missing:
             logger.info("Encoding %d %s texts with the frozen backbone", len(missing), field)
-            if field not in data.encoders:  # one function per field for all splits; traced
-                # for the full chunks and once more, shape-relaxed, for any shorter last chunk
+            if field not in data.encoders:  # one function per field, traced once for all
+                # splits and chunk sizes (as `training.classify._embeddings`)
                 data.encoders[field] = tf.function(
                     lambda t, f=field: encoder(preprocessor.encode_text(f, t), training=False),
-                    reduce_retracing=True,
+                    input_signature=[tf.TensorSpec([None], tf.string)],
                 )
             encode = data.encoders[field]
             for start in range(0, len(missing), 256):
