@@ -33,6 +33,8 @@ import pandas as pd
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recsys.data.synthetic import _positions  # noqa: E402
+
 SESSION_GAP_SECONDS = 1800
 _WEEK_SECONDS = 7 * 24 * 3600
 _EPS = 1e-7
@@ -50,12 +52,10 @@ def observed(store):
     from recsys.data import synthetic_sim as sim
 
     h = store.hidden
-    user_pos = {u: i for i, u in enumerate(h.user_ids)}
-    product_pos = {p: i for i, p in enumerate(h.product_ids)}
     ev = pd.DataFrame(
         {
-            "u": store.events["user_id"].map(user_pos).to_numpy(),
-            "p": store.events["product_id"].map(product_pos).to_numpy(),
+            "u": _positions(h.user_ids, store.events["user_id"], "user_id"),
+            "p": _positions(h.product_ids, store.events["product_id"], "product_id"),
             "event": store.events["event"].to_numpy(),
             "sec": (store.events["timestamp"] - sim.START).dt.total_seconds().to_numpy(),
         }
@@ -119,9 +119,9 @@ class StoreModel:
             "w_price": sim.W_PRICE,
             "w_bought_category": sim.W_BOUGHT_CATEGORY,
             "w_bought_brand": sim.W_BOUGHT_BRAND,
-            "view_category": 1.5,
-            "view_brand": 0.6,
-            "view_material": 0.4,
+            "view_category": sim.VIEW_CATEGORY,
+            "view_brand": sim.VIEW_BRAND,
+            "view_material": sim.VIEW_MATERIAL,
             "explore_logit": float(np.log(sim.EXPLORE / (1 - sim.EXPLORE))),
         }
         # Learned: the weights that scale a taste stay at 1 with unit priors on every taste,
@@ -135,9 +135,10 @@ class StoreModel:
             k: tf.Variable(v, trainable=learn_weights and k not in _SCALES)
             for k, v in values.items()
         }
-        sd = {"category": 1.0, "brand": 0.8, "material": 0.6, "price": 0.5, "quality": 0.3}
+        sd = {**sim.TASTE_SD, "price": sim.PRICE_SENSITIVITY_LOG_SD, "quality": sim.QUALITY_SD}
         self.prior_sd = {k: 1.0 for k in sd} if learn_weights else sd
-        self.prior_log_price = 0.0 if learn_weights else float(np.log(0.8))
+        self.prior_log_price = 0.0 if learn_weights else sim.PRICE_SENSITIVITY_LOG_MEAN
+        self.cart_per_probability = sim.CART_PER_PROBABILITY
         self.variables = [*self.tastes.values(), self.log_price_sensitivity, self.quality]
         self.variables += [v for v in self.weights.values() if v.trainable]
 
@@ -186,7 +187,7 @@ class StoreModel:
         buy = tf.sigmoid(self.logits(units["u"], units["p"], units["bc"], units["bb"]))
         k = units["k"]
         no_buy = (1 - buy) ** k
-        no_buy_no_cart = ((1 - buy) * (1 - 0.5 * buy)) ** k
+        no_buy_no_cart = ((1 - buy) * (1 - self.cart_per_probability * buy)) ** k
         likelihood = tf.where(
             units["buy"],
             1 - no_buy,
@@ -228,8 +229,8 @@ class StoreModel:
         import tensorflow as tf
 
         h, truth = store.hidden, store.truth
-        u = truth["user_id"].map({x: i for i, x in enumerate(h.user_ids)}).to_numpy()
-        p = truth["product_id"].map({x: i for i, x in enumerate(h.product_ids)}).to_numpy()
+        u = _positions(h.user_ids, truth["user_id"], "user_id")
+        p = _positions(h.product_ids, truth["product_id"], "product_id")
         bc = bought_end[0][u, h.category[p]]
         bb = bought_end[1][u, h.brand[p]]
         return tf.sigmoid(self.logits(tf.constant(u), tf.constant(p), bc, bb)).numpy()
@@ -245,7 +246,6 @@ def main(argv=None):
     parser.add_argument("--learn-weights", action="store_true")
     args = parser.parse_args(argv)
     from recsys.data import synthetic
-    from recsys.data.synthetic import _roc_auc
 
     started = time.perf_counter()
     target = None if args.events_per_user is None else int(args.users * args.events_per_user)
@@ -255,7 +255,7 @@ def main(argv=None):
     views, units, bought_end = observed(store)
     model = StoreModel(store.hidden, learn_weights=args.learn_weights)
     loss = model.fit(views, units, steps=args.steps, log_every=100)
-    auc = _roc_auc(store.truth["label"].to_numpy(), model.score(store, bought_end))
+    auc = synthetic._roc_auc(store.truth["label"].to_numpy(), model.score(store, bought_end))
     bayes = store.bayes_optimal_auc()
     result = {
         "protocol": "P5",

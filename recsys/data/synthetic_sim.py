@@ -31,6 +31,14 @@ _WEEK = 7 * 24 * 3600
 
 BIAS, W_CATEGORY, W_PRICE = -4.8, 0.75, 1.5
 W_BOUGHT_CATEGORY, W_BOUGHT_BRAND = 1.0, 1.3
+# browsing: a category by exp(VIEW_CATEGORY * taste), then a product in it by
+# exp(VIEW_BRAND * brand taste + VIEW_MATERIAL * material taste + quality)
+VIEW_CATEGORY, VIEW_BRAND, VIEW_MATERIAL = 1.5, 0.6, 0.4
+CART_IF_BOUGHT, CART_PER_PROBABILITY = 0.85, 0.5  # a view not bought is carted w.p. 0.5 * P(buy)
+# the hidden parameters' priors: normal standard deviations, log-normal price sensitivity
+TASTE_SD = {"category": 1.0, "brand": 0.8, "material": 0.6}
+QUALITY_SD = 0.3
+PRICE_SENSITIVITY_LOG_MEAN, PRICE_SENSITIVITY_LOG_SD = float(np.log(0.8)), 0.5
 EXPLORE = 0.1  # share of views on a uniformly random product
 REVIEW_RATE = 0.45
 RATING_CUTS = (-0.35, 0.3, 1.05, 1.9)  # satisfaction thresholds between ratings 1|2|3|4|5
@@ -104,7 +112,7 @@ def make_catalog(n, rng):
         "brand": brand,
         "material": material,
         "rel_price": np.log(price / medians[category]),
-        "quality": rng.normal(0.0, 0.3, n),
+        "quality": rng.normal(0.0, QUALITY_SD, n),
         "ptype": ptype,
         "size": size,
     }
@@ -143,10 +151,10 @@ def make_users(n, attrs, rng):
             k: attrs[k]
             for k in ("product_ids", "category", "brand", "material", "rel_price", "quality")
         },
-        category_taste=rng.normal(0.0, 1.0, (n, n_cat)),
-        brand_taste=rng.normal(0.0, 0.8, (n, n_brand)),
-        material_taste=rng.normal(0.0, 0.6, (n, n_mat)),
-        price_sensitivity=rng.lognormal(np.log(0.8), 0.5, n),
+        category_taste=rng.normal(0.0, TASTE_SD["category"], (n, n_cat)),
+        brand_taste=rng.normal(0.0, TASTE_SD["brand"], (n, n_brand)),
+        material_taste=rng.normal(0.0, TASTE_SD["material"], (n, n_mat)),
+        price_sensitivity=rng.lognormal(PRICE_SENSITIVITY_LOG_MEAN, PRICE_SENSITIVITY_LOG_SD, n),
         bought_category=np.zeros((n, n_cat), dtype=bool),
         bought_brand=np.zeros((n, n_brand), dtype=bool),
     )
@@ -163,10 +171,10 @@ class Browsing:
     def __init__(self, h: Hidden):
         self.h, self.n_products = h, h.category.size
         self.n_cat = h.category_taste.shape[1]
-        self.cat_cum = np.cumsum(np.exp(1.5 * h.category_taste).ravel())
+        self.cat_cum = np.cumsum(np.exp(VIEW_CATEGORY * h.category_taste).ravel())
         interest = (
-            0.6 * h.brand_taste[:, h.brand]
-            + 0.4 * h.material_taste[:, h.material]
+            VIEW_BRAND * h.brand_taste[:, h.brand]
+            + VIEW_MATERIAL * h.material_taste[:, h.material]
             + h.quality[None, :]
         )
         self.prod_cum = np.cumsum(np.exp(interest).ravel())
@@ -251,7 +259,11 @@ def _week_events(h, browse, sel, n_views, s_user, s_start, bought_c, bought_b, r
     t_view = s_start[sess] + cum - np.repeat(cum[first] - gaps[first], n_views)
     prob = sigmoid(h.logits(u, p, bought_c, bought_b))
     buy = rng.random(sess.size) < prob
-    cart = np.where(buy, rng.random(sess.size) < 0.85, rng.random(sess.size) < 0.5 * prob)
+    cart = np.where(
+        buy,
+        rng.random(sess.size) < CART_IF_BOUGHT,
+        rng.random(sess.size) < CART_PER_PROBABILITY * prob,
+    )
     buy &= ~_duplicated(sess, p, buy)
     cart &= ~_duplicated(sess, p, cart)
     last = np.zeros(s_start.size, dtype=np.int64)
