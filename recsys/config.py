@@ -124,6 +124,9 @@ class ModelConfig:
     neighbour_blend: bool = False  # add votes of the nearest training texts by character n-grams
     # buy probability: L2 penalty of an EASE item-to-item model feeding the affinity feature
     item_affinity_l2: float | None = None
+    # buy probability: each user's category and brand tastes estimated from the context
+    # (recsys.tasks.attribute_tastes); the head learns a correction to their buy logit
+    attribute_tastes: bool = False
     embedding_interaction: str = "full"  # buy probability head: "full" or "cosine"
     normalize_features: bool = False  # buy probability head: batch-normalise the features
 

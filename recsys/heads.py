@@ -51,17 +51,26 @@ class BuyProbabilityHead(keras.layers.Layer):
     `[u . p, features]` (`"cosine"`: the embeddings' similarity only, for frozen backbones whose
     embeddings would otherwise give the head thousands of inputs to overfit on), fed to a small
     MLP. `normalize_features` puts the features through batch normalisation first (counts, days
-    and shares live on very different scales).
+    and shares live on very different scales). With `offset_feature`, that feature is already a
+    buy logit (from a model of the user's tastes) and the head learns a correction to it: the
+    logit is the feature plus the MLP's output, whose last layer starts at zero.
 
     Args:
         hidden_dim: int. Width of the hidden layer.
         dropout: float. Dropout rate before the output.
         interaction: str. "full" or "cosine".
         normalize_features: bool. Batch-normalise the features.
+        offset_feature: int or None. Index of a feature the logit is a correction to.
     """
 
     def __init__(
-        self, hidden_dim=256, dropout=0.1, interaction="full", normalize_features=False, **kwargs
+        self,
+        hidden_dim=256,
+        dropout=0.1,
+        interaction="full",
+        normalize_features=False,
+        offset_feature=None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if interaction not in EMBEDDING_INTERACTIONS:
@@ -77,12 +86,21 @@ class BuyProbabilityHead(keras.layers.Layer):
             max(hidden_dim // 2, 1), activation="gelu", name="hidden2"
         )
         self._drop = keras.layers.Dropout(dropout)
-        self._logit = keras.layers.Dense(1, dtype="float32", name="logit")
+        self.offset_feature = None if offset_feature is None else int(offset_feature)
+        self._logit = keras.layers.Dense(
+            1,
+            dtype="float32",
+            name="logit",
+            kernel_initializer="glorot_uniform" if self.offset_feature is None else "zeros",
+        )
 
     def call(self, user, product, features, training=False):
         user = ops.cast(user, "float32")
         product = ops.cast(product, "float32")
         features = ops.cast(features, "float32")
+        offset = None
+        if self.offset_feature is not None:
+            offset = features[:, self.offset_feature : self.offset_feature + 1]
         if self.normalize_features:
             features = self._norm(features, training=training)
         if self.interaction == "cosine":
@@ -91,7 +109,7 @@ class BuyProbabilityHead(keras.layers.Layer):
             parts = [user, product, user * product, ops.abs(user - product), features]
         x = ops.concatenate(parts, axis=-1)
         x = self._drop(self._hidden2(self._hidden(x)), training=training)
-        return self._logit(x)
+        return self._logit(x) if offset is None else self._logit(x) + offset
 
     def get_config(self):
         return {
@@ -100,6 +118,7 @@ class BuyProbabilityHead(keras.layers.Layer):
             "dropout": self.dropout,
             "interaction": self.interaction,
             "normalize_features": self.normalize_features,
+            "offset_feature": self.offset_feature,
         }
 
 

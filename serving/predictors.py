@@ -177,13 +177,10 @@ class BuyPredictor:
     # -- the public API --------------------------------------------------------------------
     def context(self, history, query) -> str:
         """The user context `score_catalog` builds: query, then known history items."""
-        from recsys.tasks.buy_probability import BOUGHT_PREFIX, context_text
+        from recsys.tasks.buy_probability import context_text, event_prefix
 
         known = [h for h in history if h.id in self.catalog][: self.history_length]
-        items = [
-            (BOUGHT_PREFIX if h.event == "purchase" else "") + self.catalog.item_text(h.id)
-            for h in known
-        ]
+        items = [event_prefix(h.event) + self.catalog.item_text(h.id) for h in known]
         return context_text(items, query or None)
 
     def resolve(self, products, fallbacks=()):

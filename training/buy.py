@@ -39,7 +39,11 @@ class BuyData:
     affinity: object = None  # ItemAffinity fitted before the validation period, or None
     test_affinity: object = None  # fitted up to the test period: evaluation and export
     affinity_l2: float | None = None
-    cutoff_tables: dict = dataclasses.field(default_factory=dict)  # cutoff -> (stats, affinity)
+    tastes: object = None  # AttributeTastes fitted before the validation period, or None
+    test_tastes: object = None  # fitted up to the test period: evaluation and export
+    history_length: int = 96  # what the tastes' fits see of each user
+    # cutoff -> (stats, affinity, tastes)
+    cutoff_tables: dict = dataclasses.field(default_factory=dict)
     encoders: dict = dataclasses.field(default_factory=dict)  # frozen mode: field -> tf.function
 
     @property
@@ -130,6 +134,10 @@ def prepare(config) -> BuyData:
     affinity = test_affinity = None
     if l2 is not None:
         affinity, test_affinity = _affinities(config, events, catalog, l2, cutoff, test_cutoff)
+    tastes = test_tastes = None
+    if config.model.attribute_tastes:
+        tastes = _fit_tastes(events, catalog, cutoff, config.data.history_length)
+        test_tastes = _fit_tastes(events, catalog, test_cutoff, config.data.history_length)
     return BuyData(
         train,
         validation,
@@ -144,6 +152,19 @@ def prepare(config) -> BuyData:
         affinity=affinity,
         test_affinity=test_affinity,
         affinity_l2=l2,
+        tastes=tastes,
+        test_tastes=test_tastes,
+        history_length=config.data.history_length,
+    )
+
+
+def _fit_tastes(events, catalog, before, history_length):
+    """`AttributeTastes` with appeal and weights fitted on the events before `before`."""
+    from recsys.tasks.attribute_tastes import AttributeTastes
+
+    logger.info("Fitting attribute tastes on the events before %s", before)
+    return AttributeTastes.fit(
+        events, catalog, before=before, history_length=history_length, log=logger.info
     )
 
 
@@ -184,10 +205,13 @@ def build(config, data):
         min(config.model.product_sequence_length, config.model.sequence_length),
         product_stats=stats,
         item_affinity=data.affinity,
+        attribute_tastes=data.tastes,
     )
     if data.counts_at_cutoffs and len(data.validation):
         # counted before the validation cutoff: the validation pairs' own tables
-        data.cutoff_tables.setdefault(data.validation["timestamp"].min(), (stats, data.affinity))
+        data.cutoff_tables.setdefault(
+            data.validation["timestamp"].min(), (stats, data.affinity, data.tastes)
+        )
     model = buy_probability.build_model(
         backbone,
         hidden_dim=config.model.hidden_dim,
@@ -195,6 +219,7 @@ def build(config, data):
         freeze_backbone=config.model.freeze_backbone,
         interaction=config.model.embedding_interaction,
         normalize_features=config.model.normalize_features,
+        taste_offset=config.model.attribute_tastes,
     )
     return model, preprocessor
 
@@ -256,10 +281,14 @@ def _features(data, frame, split, preprocessor):
             for t, rows in frame.groupby("timestamp", sort=True).indices.items()
         ]
     else:
-        tables = (preprocessor.product_stats, preprocessor.item_affinity)
+        tables = (
+            preprocessor.product_stats,
+            preprocessor.item_affinity,
+            preprocessor.attribute_tastes,
+        )
         groups = [(np.arange(len(frame)), tables)]
     out = np.zeros((len(frame), NUM_FEATURES), dtype=np.float32)
-    for rows, (stats, affinity) in groups:
+    for rows, (stats, affinity, tastes) in groups:
         for start in range(0, len(rows), 4096):
             part = frame.iloc[rows[start : start + 4096]]
             out[rows[start : start + 4096]] = history_features(
@@ -267,12 +296,14 @@ def _features(data, frame, split, preprocessor):
                 tf.constant(part["product"].tolist()),
                 stats,
                 affinity,
+                tastes,
             ).numpy()
     return out
 
 
 def _tables_at(data, cutoff):
-    """`(ProductStats, ItemAffinity or None)` counted before `cutoff`, built once per cutoff."""
+    """`(ProductStats, ItemAffinity or None, AttributeTastes or None)` counted before `cutoff`,
+    built once per cutoff."""
     from recsys.tasks.item_affinity import ItemAffinity
 
     if cutoff not in data.cutoff_tables:
@@ -280,7 +311,10 @@ def _tables_at(data, cutoff):
         affinity = None
         if data.affinity_l2 is not None:
             affinity = ItemAffinity.fit(data.events, data.catalog, data.affinity_l2, before=cutoff)
-        data.cutoff_tables[cutoff] = (stats, affinity)
+        tastes = None
+        if data.tastes is not None:
+            tastes = _fit_tastes(data.events, data.catalog, cutoff, data.history_length)
+        data.cutoff_tables[cutoff] = (stats, affinity, tastes)
     return data.cutoff_tables[cutoff]
 
 
@@ -355,6 +389,8 @@ def evaluate(model, preprocessor, data, config, run_dir):
         preprocessor.product_stats = ProductStats(*data.test_counts)
     if data.test_affinity is not None:
         preprocessor.item_affinity = data.test_affinity
+    if data.test_tastes is not None:
+        preprocessor.attribute_tastes = data.test_tastes
     probabilities = predict(model, preprocessor, data, "test", config)
     labels = data.test["label"].to_numpy()
     test = metrics.binary_report(labels, probabilities, user_ids=data.test["user_id"].to_numpy())

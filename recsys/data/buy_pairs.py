@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.schema import price_band
-from recsys.tasks.buy_probability import BOUGHT_PREFIX, context_text, item_text, product_text
+from recsys.tasks.buy_probability import context_text, event_prefix, item_text, product_text
 
 SESSION_GAP = pd.Timedelta(minutes=30)
 RECENT_DAYS = 30  # window of the products' recent distinct buyers (`product_counts`)
@@ -54,11 +54,11 @@ class HistoryIndex:
     def __init__(self, events: pd.DataFrame, item_texts: dict):
         events = events.sort_values("timestamp", kind="stable")
         self._item_texts = item_texts
-        self._times, self._products, self._bought = {}, {}, {}
+        self._times, self._products, self._events = {}, {}, {}
         for user, group in events.groupby("user_id", sort=False):
             self._times[user] = group["timestamp"].to_numpy(dtype="datetime64[ns]")
             self._products[user] = group["product_id"].to_numpy()
-            self._bought[user] = (group["event"] == "purchase").to_numpy()
+            self._events[user] = group["event"].to_numpy()
 
     def _window(self, user, before, length):
         times = self._times.get(user)
@@ -73,18 +73,18 @@ class HistoryIndex:
         return list(self._products.get(user, np.array([]))[window][::-1])
 
     def history_events(self, user, before, length):
-        """Like `history`, as (product id, bought) pairs."""
+        """Like `history`, as (product id, event) pairs."""
         window = self._window(user, before, length)
         if user not in self._products:
             return []
         return list(
-            zip(self._products[user][window][::-1], self._bought[user][window][::-1], strict=True)
+            zip(self._products[user][window][::-1], self._events[user][window][::-1], strict=True)
         )
 
     def context(self, user, before, length, query=None):
         items = [
-            (BOUGHT_PREFIX if bought else "") + self._item_texts[p]
-            for p, bought in self.history_events(user, before, length)
+            event_prefix(event) + self._item_texts[p]
+            for p, event in self.history_events(user, before, length)
             if p in self._item_texts
         ]
         return context_text(items, query=query)

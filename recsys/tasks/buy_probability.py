@@ -29,6 +29,7 @@ ITEM_SEPARATOR = " ; "
 FIELD_SEPARATOR = " | "
 QUERY_PREFIX = "query: "
 BOUGHT_PREFIX = "bought: "
+CART_PREFIX = "cart: "
 PRICE_PREFIX = "price "
 OUTPUT = "buy_logit"
 TEXT_INPUTS = ("token_ids", "padding_mask", "segment_ids")
@@ -55,6 +56,16 @@ FEATURE_NAMES = (
     "log_buyers_7d",
     "log_buyers_60d",
 )
+# the last features: the columns of `recsys.tasks.attribute_tastes.AttributeTastes`
+TASTE_FEATURES = (
+    "taste_logit",
+    "category_taste",
+    "brand_taste",
+    "product_appeal",
+    "price_term",
+    "taste_variance",
+)
+FEATURE_NAMES += TASTE_FEATURES
 NUM_FEATURES = len(FEATURE_NAMES)
 _PRIOR_VIEWS = 10.0
 
@@ -71,6 +82,15 @@ def item_text(title, category, brand=None, bought=False) -> str:
     """
     fields = [_clean(title), _clean(category)] + ([_clean(brand)] if brand else [])
     return (BOUGHT_PREFIX if bought else "") + FIELD_SEPARATOR.join(fields)
+
+
+def event_prefix(event) -> str:
+    """The mark of a history item's event in the context: purchases and carts; views none.
+
+    >>> event_prefix("purchase"), event_prefix("cart"), event_prefix("view")
+    ('bought: ', 'cart: ', '')
+    """
+    return {"purchase": BOUGHT_PREFIX, "cart": CART_PREFIX}.get(event, "")
 
 
 def context_text(items, query=None) -> str:
@@ -145,8 +165,8 @@ def title_overlap(history_titles, product_title):
 
 
 def _parse_contexts(contexts):
-    """The history items of each context, parsed once: `(items, bought)`, ragged `[U, (I)]`
-    item texts without the purchase mark and whether each was a purchase."""
+    """The history items of each context, parsed once: `(items, bought, carted)`, ragged
+    `[U, (I)]` item texts without their event mark and whether each was a purchase or a cart."""
     items = tf.strings.split(contexts, ITEM_SEPARATOR)
     items = tf.ragged.map_flat_values(tf.strings.strip, items)
     is_item = tf.ragged.map_flat_values(
@@ -154,11 +174,15 @@ def _parse_contexts(contexts):
     )
     items = tf.ragged.boolean_mask(items, is_item)
     bought = tf.ragged.map_flat_values(tf.strings.regex_full_match, items, f"{BOUGHT_PREFIX}.*")
-    plain = tf.ragged.map_flat_values(tf.strings.regex_replace, items, f"^{BOUGHT_PREFIX}", "")
-    return plain, bought
+    carted = tf.ragged.map_flat_values(tf.strings.regex_full_match, items, f"{CART_PREFIX}.*")
+    marks = f"^(?:{BOUGHT_PREFIX}|{CART_PREFIX})"
+    plain = tf.ragged.map_flat_values(tf.strings.regex_replace, items, marks, "")
+    return plain, bought, carted
 
 
-def history_features(context, product, product_stats=None, item_affinity=None):
+def history_features(
+    context, product, product_stats=None, item_affinity=None, attribute_tastes=None
+):
     """History and product features from the raw strings, the same in training and serving.
 
     Returns `[N, NUM_FEATURES]` float32 in the order of `FEATURE_NAMES`: how often the product's
@@ -172,7 +196,9 @@ def history_features(context, product, product_stats=None, item_affinity=None):
     collaborative affinity of the history for the product with the share of the history's
     products bought more than once (a `recsys.tasks.item_affinity.ItemAffinity`, asked once per
     distinct context for its `history` and per pair for its `affinity`; zeros when not given),
-    and the product's distinct buyers in the last 7 and 60 days.
+    the product's distinct buyers in the last 7 and 60 days, and the candidate's buy logit
+    under the user's category and brand tastes estimated from the context with its terms
+    (a `recsys.tasks.attribute_tastes.AttributeTastes`; zeros when not given).
 
     >>> import tensorflow as tf
     >>> f = history_features(tf.constant(["bought: a | x | z ; b | y ; a | x"]),
@@ -186,7 +212,7 @@ def history_features(context, product, product_stats=None, item_affinity=None):
     # candidates); the pairs gather the parsed results. Strings compare as fingerprints.
     contexts, context_of = tf.unique(context)
     products, product_of = tf.unique(product)
-    plain, bought = _parse_contexts(contexts)
+    plain, bought, _ = _parse_contexts(contexts)
     splits = plain.row_splits
     fields = [_field(plain.flat_values, i) for i in range(3)]
 
@@ -227,6 +253,10 @@ def history_features(context, product, product_stats=None, item_affinity=None):
         rows, first, repeat_share = item_affinity.history(plain.to_tensor(default_value=""))
         pair_affinity = item_affinity.affinity(to_pairs(rows), to_pairs(first), product)
         affinity = tf.stack([pair_affinity, to_pairs(repeat_share)], axis=1)
+    if attribute_tastes is None:
+        tastes = tf.zeros([tf.shape(product)[0], len(TASTE_FEATURES)], tf.float32)
+    else:
+        tastes = attribute_tastes(contexts, context_of, product)
     return tf.stack(
         [
             tf.math.log1p(tf.reduce_sum(same[0], axis=1)),
@@ -250,7 +280,8 @@ def history_features(context, product, product_stats=None, item_affinity=None):
             affinity[:, 1],
             tf.math.log1p(stats[:, 7]),
             tf.math.log1p(stats[:, 8]),
-        ],
+        ]
+        + tf.unstack(tastes, num=len(TASTE_FEATURES), axis=1),
         axis=1,
     )
 
@@ -324,6 +355,8 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
         product_stats: ProductStats or None. Training-period product counts (not serialised
             in the config; they travel in the exported SavedModel).
         item_affinity: ItemAffinity or None. Training-period item-to-item weights (likewise).
+        attribute_tastes: AttributeTastes or None. Product appeal and buy-model weights fitted
+            on the training period (likewise).
     """
 
     def __init__(
@@ -333,6 +366,7 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
         product_length=32,
         product_stats=None,
         item_affinity=None,
+        attribute_tastes=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -341,6 +375,7 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
         self.tokenizer = tokenizer
         self.product_stats = product_stats
         self.item_affinity = item_affinity
+        self.attribute_tastes = attribute_tastes
         self.context_length, self.product_length = context_length, product_length
         self._packers = {
             name: keras_hub.layers.MultiSegmentPacker(
@@ -368,7 +403,9 @@ class BuyProbabilityPreprocessor(keras.layers.Layer):
         return {
             "context": self.encode_text("context", context),
             "product": self.encode_text("product", product),
-            "features": history_features(context, product, self.product_stats, self.item_affinity),
+            "features": history_features(
+                context, product, self.product_stats, self.item_affinity, self.attribute_tastes
+            ),
         }
 
     def get_config(self):
@@ -431,6 +468,7 @@ def build_model(
     freeze_backbone=False,
     interaction="full",
     normalize_features=False,
+    taste_offset=False,
 ):
     """The two-tower buy-probability model.
 
@@ -441,6 +479,8 @@ def build_model(
         freeze_backbone: bool. Train the head only.
         interaction: str. How the head combines the embeddings ("full" or "cosine").
         normalize_features: bool. Batch-normalise the history features in the head.
+        taste_offset: bool. The head learns a correction to the `taste_logit` feature (set
+            with attribute tastes; without them that feature is zero).
 
     Returns:
         A `keras.Model` taking `{"context": ..., "product": ..., "features": [N, NUM_FEATURES]}` (the
@@ -455,6 +495,7 @@ def build_model(
         dropout=dropout,
         interaction=interaction,
         normalize_features=normalize_features,
+        offset_feature=FEATURE_NAMES.index("taste_logit") if taste_offset else None,
         name="buy_head",
     )
     inputs = {

@@ -2,8 +2,8 @@
 
 `score(context, product)` maps paired raw strings to probabilities (also `serving_default`).
 `score_catalog(history, history_events, candidates, query)` takes one user's history as product
-ids (most recent first) with each interaction's event (`purchase` marks a purchase; anything
-else counts as a view) and candidate product ids: the context is encoded once, catalog products
+ids (most recent first) with each interaction's event (`purchase` and `cart` are marked;
+anything else counts as a view) and candidate product ids: the context is encoded once, catalog products
 use embeddings computed at export, and unknown candidates come back with `known = False`.
 """
 
@@ -20,6 +20,7 @@ from recsys.data.buy_pairs import catalog_texts
 from recsys.export import embed_texts, string_table
 from recsys.tasks.buy_probability import (
     BOUGHT_PREFIX,
+    CART_PREFIX,
     ITEM_SEPARATOR,
     QUERY_PREFIX,
     history_features,
@@ -39,6 +40,7 @@ class BuyServingModule(tf.Module):
         self.history_length = int(history_length)
         self.product_stats = preprocessor.product_stats  # tracked here so they are saved
         self.item_affinity = preprocessor.item_affinity
+        self.attribute_tastes = preprocessor.attribute_tastes
         ids = catalog["product_id"].astype(str).tolist()
         items, products = catalog_texts(catalog)
         product_texts = [products[i] for i in ids]
@@ -55,7 +57,9 @@ class BuyServingModule(tf.Module):
         logger.info("Embedded %d catalog products for export", len(ids))
 
     def _probability(self, context_embedding, product_embedding, context, product):
-        features = history_features(context, product, self.product_stats, self.item_affinity)
+        features = history_features(
+            context, product, self.product_stats, self.item_affinity, self.attribute_tastes
+        )
         logits = self.head(context_embedding, product_embedding, features)
         return tf.sigmoid(tf.reshape(tf.cast(logits, tf.float32), [-1]))
 
@@ -83,11 +87,11 @@ class BuyServingModule(tf.Module):
     def score_catalog(self, history, history_events, candidates, query):
         rows = self.index.lookup(history)
         known_history = rows >= 0
-        bought = tf.equal(history_events, "purchase")
         rows = tf.boolean_mask(rows, known_history)[: self.history_length]
-        bought = tf.boolean_mask(bought, known_history)[: self.history_length]
+        events = tf.boolean_mask(history_events, known_history)[: self.history_length]
         items = tf.gather(self.item_texts, rows)
-        items = tf.where(bought, BOUGHT_PREFIX + items, items)
+        items = tf.where(tf.equal(events, "cart"), CART_PREFIX + items, items)
+        items = tf.where(tf.equal(events, "purchase"), BOUGHT_PREFIX + items, items)
         query_item = tf.where(tf.strings.length(query) > 0, QUERY_PREFIX + query, "")
         parts = tf.concat([tf.reshape(query_item, [1]), items], axis=0)
         parts = tf.boolean_mask(parts, tf.strings.length(parts) > 0)

@@ -91,7 +91,7 @@ contexts = json.loads(sys.argv[2]); products = json.loads(sys.argv[3])
 out = model.signatures["score"](context=tf.constant(contexts), product=tf.constant(products))
 history = json.loads(sys.argv[4])
 cat = model.signatures["score_catalog"](history=tf.constant(history),
-    history_events=tf.constant(["purchase"] + ["view"] * (len(history) - 1)),
+    history_events=tf.constant(json.loads(sys.argv[6])),
     candidates=tf.constant(json.loads(sys.argv[5])), query=tf.constant(""))
 print(json.dumps({"score": out["probability"].numpy().tolist(),
                   "catalog": [None if p != p else p for p in cat["probability"].numpy().tolist()],
@@ -100,28 +100,40 @@ print(json.dumps({"score": out["probability"].numpy().tolist(),
 """
 
 
-def test_saved_model_in_a_fresh_process_matches_keras(tiny_store, tmp_path):
+@pytest.mark.parametrize("tastes", [False, True], ids=["features", "attribute-tastes"])
+def test_saved_model_in_a_fresh_process_matches_keras(tiny_store, tmp_path, tastes):
     import keras
 
     from recsys.backbones import tiny_bert
     from recsys.data.buy_pairs import catalog_texts, product_counts
     from recsys.tasks import buy_probability as bp
     from recsys.tasks import buy_probability_export
+    from recsys.tasks.attribute_tastes import AttributeTastes
 
     keras.utils.set_random_seed(3)
     backbone, text_pre = tiny_bert(sequence_length=32, hidden_dim=8)
     catalog = tiny_store.catalog
     counts = product_counts(tiny_store.events, catalog)
+    attribute_tastes = None
+    if tastes:  # the per-user estimate and its Laplace variance run inside the SavedModel
+        attribute_tastes = AttributeTastes.fit(tiny_store.events, catalog, fit_steps=50)
     pre = bp.BuyProbabilityPreprocessor(
-        text_pre.tokenizer, 32, 16, product_stats=bp.ProductStats(*counts)
+        text_pre.tokenizer,
+        32,
+        16,
+        product_stats=bp.ProductStats(*counts),
+        attribute_tastes=attribute_tastes,
     )
-    model = bp.build_model(backbone, hidden_dim=8)
+    model = bp.build_model(backbone, hidden_dim=8, taste_offset=tastes)
     buy_probability_export.export(model, pre, catalog, tmp_path / "m", history_length=4)
 
     items, products = catalog_texts(catalog)
     history = list(catalog["product_id"][:3])
+    events = ["purchase", "cart", "view"]
     candidates = list(catalog["product_id"][2:7])
-    context = bp.context_text(["bought: " + items[history[0]]] + [items[p] for p in history[1:]])
+    context = bp.context_text(
+        [bp.event_prefix(e) + items[p] for p, e in zip(history, events, strict=True)]
+    )
     pairs = {"context": [context] * len(candidates), "product": [products[p] for p in candidates]}
     expected = 1 / (1 + np.exp(-model(pre(pairs))["buy_logit"].numpy().reshape(-1)))
     out = subprocess.run(
@@ -134,6 +146,7 @@ def test_saved_model_in_a_fresh_process_matches_keras(tiny_store, tmp_path):
             json.dumps(pairs["product"]),
             json.dumps(history),
             json.dumps(candidates + ["nope"]),
+            json.dumps(events),
         ],
         capture_output=True,
         text=True,
@@ -141,6 +154,9 @@ def test_saved_model_in_a_fresh_process_matches_keras(tiny_store, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    if tastes:  # the taste feature is in play: it moves the scores
+        features = pre(pairs)["features"].numpy()
+        assert np.abs(features[:, bp.FEATURE_NAMES.index("taste_logit")]).min() > 0
     np.testing.assert_allclose(result["score"], expected, atol=1e-5)
     np.testing.assert_allclose(result["catalog"][:-1], expected, atol=1e-5)
     assert result["known"] == [True] * len(candidates) + [False]
@@ -167,6 +183,7 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
 
     from recsys.config import load_config
     from recsys.data import buy_pairs
+    from recsys.tasks.attribute_tastes import AttributeTastes
     from recsys.tasks.buy_probability import FEATURE_NAMES, history_features
     from recsys.tasks.item_affinity import ItemAffinity
     from training import buy
@@ -174,7 +191,7 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
     path = tiny_buy_config(
         tmp_path / "buy.yaml",
         store_dir=tiny_store_dir,
-        model={"freeze_backbone": True, "item_affinity_l2": 5.0},
+        model={"freeze_backbone": True, "item_affinity_l2": 5.0, "attribute_tastes": True},
     )
     config = load_config(path, ["data.horizon_days=28"])
     data = buy.prepare(config)
@@ -182,7 +199,11 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
     model, preprocessor = buy.build(config, data)
     # the validation pairs use the preprocessor's tables, counted once, before their cutoff
     validation_cutoff = data.validation["timestamp"].min()
-    assert buy._tables_at(data, validation_cutoff) == (preprocessor.product_stats, data.affinity)
+    assert buy._tables_at(data, validation_cutoff) == (
+        preprocessor.product_stats,
+        data.affinity,
+        data.tastes,
+    )
     features = buy._features(data, data.train, "train", preprocessor)
     column = FEATURE_NAMES.index("log_product_purchases")
     first = data.train["timestamp"].min()
@@ -206,10 +227,22 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
     ).numpy()[:, column]
     np.testing.assert_allclose(features[rows, column], at_cutoff, rtol=1e-5, atol=1e-6)
     assert np.abs(at_cutoff).max() > 0
+    # and the attribute tastes' appeal and weights from the events before each pair's cutoff
+    column = FEATURE_NAMES.index("product_appeal")
+    tastes = AttributeTastes.fit(data.events, data.catalog, before=first, history_length=4)
+    at_cutoff = history_features(
+        tf.constant(part["context"].tolist()),
+        tf.constant(part["product"].tolist()),
+        attribute_tastes=tastes,
+    ).numpy()[:, column]
+    np.testing.assert_allclose(features[rows, column], at_cutoff, rtol=1e-5, atol=1e-6)
+    later = buy._features(data, data.train, "test", preprocessor)[rows, column]
+    assert np.abs(at_cutoff).max() > 0 and not np.allclose(later, at_cutoff)
     # evaluation gives the preprocessor test-period tables and leaves the validation ones alone
     validation_features = buy._features(data, data.validation, "validation", preprocessor)
     buy.evaluate(model, preprocessor, data, config, tmp_path)
     assert preprocessor.item_affinity is data.test_affinity
+    assert preprocessor.attribute_tastes is data.test_tastes
     again = buy._features(data, data.validation, "validation", preprocessor)
     np.testing.assert_array_equal(again, validation_features)
     test_period = buy._features(data, data.validation, "test", preprocessor)
@@ -256,3 +289,28 @@ def test_item_affinity_is_refused_where_training_pairs_would_see_their_own_label
         buy.prepare(load_config(path, ["data.horizon_days=28"]))
     with pytest.raises(ConfigError, match="item_affinity_l2"):
         load_config(path, ["model.item_affinity_l2=0"])
+
+
+def test_attribute_tastes_train_on_the_training_period_and_export_the_test_periods(
+    tiny_store_dir, tmp_path
+):
+    import tensorflow as tf
+
+    from recsys.config import load_config
+    from training import buy
+
+    model = {"attribute_tastes": True, "freeze_backbone": True, "embedding_interaction": "cosine"}
+    config = tiny_buy_config(tmp_path / "buy.yaml", store_dir=tiny_store_dir, model=model)
+    code = main(
+        ["train", str(config), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "r")]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert 0.5 < report["synthetic_truth"]["roc_auc"] <= 1.0
+    data = buy.prepare(load_config(config))
+    # fitted before the validation period for training, up to the test period for export
+    assert not np.allclose(data.tastes.appeal.numpy(), data.test_tastes.appeal.numpy())
+    loaded = tf.saved_model.load(str(tmp_path / "store" / "buy" / "1"))
+    np.testing.assert_allclose(
+        loaded.attribute_tastes.appeal.numpy(), data.test_tastes.appeal.numpy(), atol=1e-6
+    )

@@ -194,6 +194,46 @@ def test_product_counts_see_only_events_before_the_cutoff_and_recent_distinct_bu
     assert dict(zip(texts, sold, strict=True)) == {"A | x": 7 / 13, "B | y": 1.0}
 
 
+def test_an_offset_head_starts_from_the_taste_logit_and_learns_a_correction():
+    index = bp.FEATURE_NAMES.index("taste_logit")
+    head = BuyProbabilityHead(hidden_dim=4, interaction="cosine", offset_feature=index)
+    assert BuyProbabilityHead.from_config(head.get_config()).offset_feature == index
+    rng = np.random.default_rng(1)
+    user, product = rng.normal(size=(2, 8, 6)).astype("float32")
+    features = rng.normal(size=(8, bp.NUM_FEATURES)).astype("float32")
+    np.testing.assert_allclose(np.asarray(head(user, product, features))[:, 0], features[:, index])
+    head._logit.kernel.assign(np.ones((2, 1), "float32"))  # a trained correction moves it
+    assert not np.allclose(np.asarray(head(user, product, features))[:, 0], features[:, index])
+
+
+def test_history_contexts_mark_purchases_and_carts():
+    events = pd.DataFrame(
+        {
+            "user_id": ["u"] * 3,
+            "product_id": ["a", "b", "a"],
+            "event": ["view", "cart", "purchase"],
+            "timestamp": pd.to_datetime(
+                ["2024-01-01 00:00", "2024-01-01 00:01", "2024-01-01 00:02"], utc=True
+            ),
+        }
+    )
+    catalog = pd.DataFrame(
+        {"product_id": ["a", "b"], "title": ["Mug", "Cap"], "category": ["k", "h"]}
+    )
+    items, _ = buy_pairs.catalog_texts(catalog)
+    index = buy_pairs.HistoryIndex(events, items)
+    context = index.context("u", pd.Timestamp("2024-02-01", tz="UTC"), 10)
+    assert context == "bought: Mug | k ; cart: Cap | h ; Mug | k"
+    plain, bought, carted = bp._parse_contexts(tf.constant([context]))
+    assert plain.to_list() == [[b"Mug | k", b"Cap | h", b"Mug | k"]]
+    assert bought.to_list() == [[True, False, False]] and carted.to_list() == [[False, True, False]]
+    # the history features read a carted item as the same product as a viewed one
+    features = bp.history_features(tf.constant([context]), tf.constant(["Cap | h"]))
+    assert float(features[0, bp.FEATURE_NAMES.index("log_times_in_history")]) == pytest.approx(
+        np.log(2.0)
+    )
+
+
 def test_cosine_head_sees_the_embeddings_only_through_their_similarity():
     head = BuyProbabilityHead(hidden_dim=4, interaction="cosine", normalize_features=True)
     assert BuyProbabilityHead.from_config(head.get_config()).get_config() == head.get_config()
@@ -202,7 +242,8 @@ def test_cosine_head_sees_the_embeddings_only_through_their_similarity():
     features = rng.normal(size=(3, bp.NUM_FEATURES)).astype("float32")
     logits = np.asarray(head(user, product, features))
     turn = rng.permutation(6)  # the same permutation of both: the dot products are unchanged
-    np.testing.assert_allclose(np.asarray(head(user[:, turn], product[:, turn], features)), logits)
+    permuted = np.asarray(head(user[:, turn], product[:, turn], features))
+    np.testing.assert_allclose(permuted, logits, rtol=1e-6)  # up to the summation order
     other = np.asarray(head(user, product[::-1], features))
     assert not np.allclose(other, logits)
     # the features are batch-normalised: the statistics move while training, not at inference
