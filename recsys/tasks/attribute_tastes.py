@@ -135,7 +135,9 @@ class AttributeTastes(tf.Module):
         if "price" in catalog:
             price = pd.to_numeric(catalog["price"], errors="coerce")
             median = price.groupby(category).transform("median")
-            relative_price = np.log(price / median).fillna(0.0).to_numpy()
+            ratio = (price / median).where(lambda r: r > 0)  # no price or a zero one: 0
+            relative_price = np.log(ratio).replace([np.inf, -np.inf], np.nan).fillna(0.0)
+            relative_price = relative_price.to_numpy()
         return cls(
             [items[p] for p in ids],
             [products[p] for p in ids],

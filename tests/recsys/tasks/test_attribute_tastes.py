@@ -158,3 +158,17 @@ def test_fitted_tastes_rank_the_synthetic_truth():
     columns = tastes(tf.constant(contexts), tf.constant(of), tf.constant(truth["product"].tolist()))
     auc = synthetic._roc_auc(truth["label"].to_numpy(), columns.numpy()[:, 0])
     assert auc / store.bayes_optimal_auc() > 0.85
+
+
+def test_missing_or_zero_prices_give_a_neutral_relative_price():
+    catalog = pd.DataFrame(
+        {
+            "product_id": list("abcd"),
+            "title": list("ABCD"),
+            "category": ["x", "x", "y", "y"],
+            "brand": ["p", "q", "p", None],
+            "price": [10.0, 0.0, None, 5.0],
+        }
+    )
+    relative = AttributeTastes.from_catalog(catalog).relative_price.numpy()
+    np.testing.assert_allclose(relative, [np.log(2.0), 0.0, 0.0, 0.0, 0.0], rtol=1e-6)
