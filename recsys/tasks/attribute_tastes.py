@@ -41,6 +41,7 @@ import pandas as pd
 import tensorflow as tf
 
 from recsys.data.buy_pairs import HistoryIndex, catalog_texts
+from recsys.export import string_table
 from recsys.tasks.buy_probability import TASTE_FEATURES, _parse_contexts
 
 WEIGHTS = (
@@ -100,14 +101,9 @@ class AttributeTastes(tf.Module):
         self.prior_sds = tuple(float(sd) for sd in prior_sds)
         self.steps, self.learning_rate = int(steps), float(learning_rate)
 
-        def table(texts):
+        def table(texts):  # each distinct text -> its first row; unknown -> `rows`
             keys, index = np.unique(np.asarray(texts, dtype=object).astype(str), return_index=True)
-            return tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(keys), tf.constant(index, tf.int64)
-                ),
-                default_value=rows,
-            )
+            return string_table(keys, index.astype(np.int64), rows)
 
         self.item_table, self.product_table = table(item_texts), table(product_texts)
         self.category = tf.constant(np.append(category, self.categories - 1), tf.int64)
@@ -208,7 +204,8 @@ class AttributeTastes(tf.Module):
         positions = tf.range(tf.shape(rows)[1])
         earlier = tf.cast(positions[None, :] < positions[:, None], tf.float32)  # j more recent
         first = valid * tf.cast(tf.reduce_sum(same * earlier[None], axis=2) == 0, tf.float32)
-        views = tf.reduce_sum(same * (valid - bought - carted)[:, None, :], axis=2)
+        viewed = valid - bought - carted
+        views = tf.reduce_sum(same * viewed[:, None, :], axis=2)
         cart = tf.reduce_max(same * carted[:, None, :], axis=2)
         purchased = tf.reduce_max(same * bought[:, None, :], axis=2)
         oldest = tf.reduce_max(same * tf.cast(positions, tf.float32)[None, None, :], axis=2)
@@ -225,7 +222,7 @@ class AttributeTastes(tf.Module):
             "rows": rows,
             "category": category,
             "brand": brand,
-            "view": valid - bought - carted,
+            "view": viewed,
             "cart": cart,
             "unit": first,
             "views": tf.maximum(views, 1.0),
@@ -254,9 +251,9 @@ class AttributeTastes(tf.Module):
             -w[1] * sensitivity * tf.gather(self.relative_price, rows),
         )
 
-    def _buy_logit(self, tastes, rows, category, brand, bought_category, bought_brand, appeal, w):
-        """Buy logits `[U, K]` of each user's products `rows` `[U, K]`."""
-        terms = self._buy_terms(tastes, rows, category, brand, appeal, w)
+    @staticmethod
+    def _buy_logit(terms, bought_category, bought_brand, w):
+        """Buy logits `[U, K]` from `_buy_terms` and the bought-before flags."""
         return w[0] + tf.add_n(terms) + w[2] * bought_category + w[3] * bought_brand
 
     def _negative_log_posterior(self, tastes, h, appeal, w):
@@ -280,16 +277,8 @@ class AttributeTastes(tf.Module):
         )
         explore = tf.sigmoid(w[4])
         log_view = tf.math.log((1 - explore) * tf.exp(log_pick) + explore / self.rows)
-        logit = self._buy_logit(
-            tastes,
-            h["rows"],
-            h["category"],
-            h["brand"],
-            h["bought_category"],
-            h["bought_brand"],
-            appeal,
-            w,
-        )
+        terms = self._buy_terms(tastes, h["rows"], h["category"], h["brand"], appeal, w)
+        logit = self._buy_logit(terms, h["bought_category"], h["bought_brand"], w)
         log_none = h["views"] * tf.math.log_sigmoid(-logit)
         log_bought = tf.math.log(1.0 - tf.exp(log_none) + _EPS)
         # not bought: each view was carted anyway with probability cart_rate * P(buy)
@@ -381,15 +370,15 @@ class AttributeTastes(tf.Module):
             hit = tf.pad(hit * tf.gather(h["bought"], context_of), [[0, 0], [0, 1]])
             return tf.reduce_max(hit, axis=1)
 
-        args = (tastes, rows[:, None], category[:, None], brand[:, None])
+        terms = self._buy_terms(
+            tastes, rows[:, None], category[:, None], brand[:, None], self.appeal, self.weights
+        )
         logit = self._buy_logit(
-            *args,
+            terms,
             bought(h["category"], category)[:, None],
             bought(h["brand"], brand)[:, None],
-            self.appeal,
             self.weights,
         )
-        terms = self._buy_terms(*args, self.appeal, self.weights)
         # d logit / d (tastes, log sensitivity): the candidate's category and brand, the price
         direction = tf.concat(
             [
