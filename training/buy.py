@@ -45,7 +45,7 @@ class BuyData:
     # cutoff -> (stats, affinity, tastes)
     cutoff_tables: dict = dataclasses.field(default_factory=dict)
     encoders: dict = dataclasses.field(default_factory=dict)  # frozen mode: field -> tf.function
-    # frozen mode: ids of a (stats, affinity, tastes) -> (tf.function of `history_features`, them)
+    # frozen mode: (stats, affinity, tastes) -> `history_features` with them, as a tf.function
     feature_functions: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -305,16 +305,12 @@ def _feature_function(data, tables):
     the attribute tastes' 60-step estimate and Laplace step cost seconds per call."""
     import tensorflow as tf
 
-    key = tuple(id(table) for table in tables)
-    if key not in data.feature_functions:  # the tables ride along, so their ids stay theirs
-        data.feature_functions[key] = (
-            tf.function(
-                lambda context, product: history_features(context, product, *tables),
-                input_signature=[tf.TensorSpec([None], tf.string)] * 2,
-            ),
-            tables,
+    if tables not in data.feature_functions:  # tables hash by identity (`tf.Module`, None)
+        data.feature_functions[tables] = tf.function(
+            lambda context, product: history_features(context, product, *tables),
+            input_signature=[tf.TensorSpec([None], tf.string)] * 2,
         )
-    return data.feature_functions[key][0]
+    return data.feature_functions[tables]
 
 
 def _tables_at(data, cutoff):
