@@ -1,7 +1,8 @@
-"""`recsys train` and `recsys score` killed twice with SIGKILL and started again: training
-resumes from its backup (no epoch runs twice, the final model has every epoch), scoring
-completes with output equal, row by row, to an uninterrupted run's. The full version, with
-five kills at random points each, is bench/kill_restart.py."""
+"""`recsys train` and `recsys score` killed with SIGKILL and started again: training killed
+twice in its fit, once after it and once while publishing resumes each time (no epoch runs
+twice, the final model has every epoch, one version lands); scoring killed twice completes with
+output equal, row by row, to an uninterrupted run's. The full version, with five kills at random
+points each, is bench/kill_restart.py."""
 
 from __future__ import annotations
 
@@ -20,65 +21,42 @@ from tests.conftest import tiny_buy_config
 EPOCHS = 5
 
 
-def test_training_killed_twice_resumes_and_trains_every_epoch_once(tmp_path, tiny_store_dir):
+def test_training_killed_in_fit_after_it_and_while_publishing_trains_each_epoch_once(
+    tmp_path, tiny_store_dir
+):
     config = tiny_buy_config(
         tmp_path / "buy.yaml", store_dir=tiny_store_dir, epochs=EPOCHS, early_stopping_patience=None
     )
     run_dir, store = tmp_path / "run", tmp_path / "store"
-    targets = iter([1, 3])  # kill once 1 epoch is logged, then once 3 are
-
-    def when(attempt):
-        target = next(targets)
-        return lambda: len(kr.logged_epochs(run_dir)) >= target
+    fitted = run_dir / "fitted" / "fit.json"
+    kill_points = [
+        lambda: len(kr.logged_epochs(run_dir)) >= 1,  # in the fit, once 1 epoch is logged
+        lambda: len(kr.logged_epochs(run_dir)) >= 3,  # again, once 3 are
+        fitted.is_file,  # the fit is over and kept; evaluation or export under way
+        lambda: any((store / "buy").glob(".tmp-*")),  # a half-written version
+    ]
 
     attempts, code = kr.kill_and_restart(
         kr.train_argv(config, store, run_dir),
         tmp_path / "train.log",
-        kills=2,
-        when=when,
-        progress=lambda: {"epochs": len(kr.logged_epochs(run_dir))},
-        timeout=600,
+        kills=len(kill_points),
+        when=lambda attempt: kill_points[attempt],
+        progress=lambda: {"epochs": len(kr.logged_epochs(run_dir)), "fitted": fitted.is_file()},
+        timeout=900,
     )
     log = (tmp_path / "train.log").read_text(errors="replace")
     assert code == 0, log[-3000:]
-    assert [a["killed"] for a in attempts] == [True, True, False]
+    assert [a["killed"] for a in attempts] == [True, True, True, True, False]
+    assert [a["progress"]["fitted"] for a in attempts[:3]] == [False, False, True]
+    # each epoch once, in order: resumed twice from the backup, then the fit loaded, not rerun
     logged = kr.logged_epochs(run_dir)
-    assert logged == list(range(EPOCHS)), logged  # each epoch once, in order: resumed twice
+    assert logged == list(range(EPOCHS)), logged
     report = json.loads((run_dir / "report.json").read_text())
     assert report["training"]["epochs_run"] == EPOCHS - attempts[1]["progress"]["epochs"]
     assert store_lib.versions(store, "buy") == [1]
-    assert not list((store / "buy").glob(".tmp-*"))
-
-
-def test_training_killed_after_fit_and_while_publishing_neither_retrains_nor_publishes_twice(
-    tmp_path, tiny_store_dir
-):
-    config = tiny_buy_config(
-        tmp_path / "buy.yaml", store_dir=tiny_store_dir, epochs=2, early_stopping_patience=None
-    )
-    run_dir, store = tmp_path / "run", tmp_path / "store"
-
-    def when(attempt):
-        if attempt == 0:  # the fit is over and kept; evaluation or export under way
-            return lambda: (run_dir / "fitted" / "fit.json").is_file()
-        return lambda: any((store / "buy").glob(".tmp-*"))  # half-written version
-
-    attempts, code = kr.kill_and_restart(
-        kr.train_argv(config, store, run_dir),
-        tmp_path / "train.log",
-        kills=2,
-        when=when,
-        progress=lambda: {"epochs": len(kr.logged_epochs(run_dir))},
-        timeout=600,
-    )
-    log = (tmp_path / "train.log").read_text(errors="replace")
-    assert code == 0, log[-3000:]
-    assert [a["killed"] for a in attempts] == [True, True, False]
-    assert kr.logged_epochs(run_dir) == [0, 1]  # the restarts loaded the fit, not retrained
-    assert store_lib.versions(store, "buy") == [1]
     assert not list((store / "buy").glob(".tmp-*"))  # the killed writer's folder is removed
     card = store_lib.read_card(store / "buy" / "1")
-    assert not (run_dir / "run_id").exists() and not (run_dir / "fitted").exists()
+    assert not (run_dir / "run_id").exists() and not fitted.parent.exists()
     # Started again after it finished, the same command trains and publishes a new version.
     assert main(kr.train_argv(config, store, run_dir)[3:]) == 0
     assert store_lib.versions(store, "buy") == [1, 2]

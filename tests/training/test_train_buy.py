@@ -193,7 +193,7 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
         store_dir=tiny_store_dir,
         model={"freeze_backbone": True, "item_affinity_l2": 5.0, "attribute_tastes": True},
     )
-    config = load_config(path, ["data.horizon_days=28"])
+    config = load_config(path, ["data.horizon_days=42"])
     data = buy.prepare(config)
     assert data.counts_at_cutoffs and data.train["timestamp"].nunique() >= 2
     model, preprocessor = buy.build(config, data)
@@ -258,7 +258,7 @@ def test_next_period_pairs_train_with_product_counts_at_each_cutoff(tiny_store_d
             "train",
             str(path),
             "--set",
-            "data.horizon_days=28",
+            "data.horizon_days=42",
             "--store",
             str(tmp_path / "store"),
             "--run-dir",
