@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
+# pytest processes: each test file runs whole in one of them (module fixtures built once)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install chromium clean
 
@@ -29,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/recsys demo
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check recsys training serving tests bench
