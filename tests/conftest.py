@@ -11,6 +11,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+# The slowest test files first: `make test` hands whole files to two processes
+# (`--dist loadfile`) in collection order, and a long file handed out last would leave one
+# process working alone at the end.
+SLOW_FIRST = (
+    "tests/training/test_distribute.py",
+    "tests/training/",
+    "tests/reliability/",
+    "tests/recsys/test_demo.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = pathlib.Path(str(item.path)).as_posix()
+        return next(
+            (i for i, slow in enumerate(SLOW_FIRST) if f"{REPO.as_posix()}/{slow}" in path),
+            len(SLOW_FIRST),
+        )
+
+    items.sort(key=rank)  # stable: the order within a file and among the rest is kept
+
+
 TINY_BERT = {
     "family": "bert",
     "num_layers": 1,
