@@ -23,12 +23,11 @@ SLOW_FIRST = (
 
 
 def pytest_collection_modifyitems(items):
+    prefixes = [f"{REPO.as_posix()}/{slow}" for slow in SLOW_FIRST]
+
     def rank(item):
-        path = pathlib.Path(str(item.path)).as_posix()
-        return next(
-            (i for i, slow in enumerate(SLOW_FIRST) if f"{REPO.as_posix()}/{slow}" in path),
-            len(SLOW_FIRST),
-        )
+        path = item.path.as_posix()
+        return next((i for i, p in enumerate(prefixes) if path.startswith(p)), len(prefixes))
 
     items.sort(key=rank)  # stable: the order within a file and among the rest is kept
 
