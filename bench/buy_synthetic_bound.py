@@ -3,6 +3,7 @@
     python bench/buy_synthetic_bound.py                  # buy_demo.yaml's store (seed 0), 1 min
     python bench/buy_synthetic_bound.py --learn-weights  # the equation's weights fitted too
     python bench/buy_synthetic_bound.py --seed 1 --events-per-user 100
+    python bench/buy_synthetic_bound.py --reviews        # the review ratings read as well
 
 `bench/buy_synthetic_ceiling.py` bounds event *features* fed to gradient boosting. This script
 asks a sharper question: if a model had exactly the form of the simulation (users pick a
@@ -15,7 +16,9 @@ one), purchases seen before a session's week count as bought before. The categor
 material and relative price of each product are what the catalog shows. With `--learn-weights`
 the weights of the equation (bias, category, price, bought-before terms, the browsing weights
 and the exploration share) start from neutral values and are fitted as well, so nothing of the
-simulation but its form is given. Prints JSON with the truth-pair ROC-AUC and its ratio to the
+simulation but its form is given. With `--reviews` the ratings of the store's reviews are read
+too, through the simulation's own review equation (a rating is the band of the shopper's
+satisfaction with brand, material, quality and price): what ratings could add at most. Prints JSON with the truth-pair ROC-AUC and its ratio to the
 Bayes-optimal AUC.
 """
 
@@ -91,10 +94,28 @@ def as_tensors(views, units):
     return tuple(tf.constant(v) for v in views), tensors
 
 
+def review_ratings(store):
+    """The reviews as tensors: user and product positions and the bounds `(low, high)` of the
+    satisfaction band each rating stands for (`recsys.data.synthetic_sim.RATING_CUTS`)."""
+    import tensorflow as tf
+
+    from recsys.data import synthetic_sim as sim
+
+    h, reviews = store.hidden, store.reviews
+    cuts = np.array([-np.inf, *sim.RATING_CUTS, np.inf], np.float32)
+    rating = reviews["rating"].to_numpy().astype(np.int64)
+    return {
+        "u": tf.constant(_positions(h.user_ids, reviews["user_id"], "user_id")),
+        "p": tf.constant(_positions(h.product_ids, reviews["product_id"], "product_id")),
+        "low": tf.constant(cuts[rating - 1]),
+        "high": tf.constant(cuts[rating]),
+    }
+
+
 class StoreModel:
     """The simulation's browsing and buy model with user and product parameters to estimate."""
 
-    def __init__(self, hidden, learn_weights=False):
+    def __init__(self, hidden, learn_weights=False, reviews=None):
         import tensorflow as tf
 
         from recsys.data import synthetic_sim as sim
@@ -139,6 +160,12 @@ class StoreModel:
         self.prior_sd = {k: 1.0 for k in sd} if learn_weights else sd
         self.prior_log_price = 0.0 if learn_weights else sim.PRICE_SENSITIVITY_LOG_MEAN
         self.cart_per_probability = sim.CART_PER_PROBABILITY
+        if reviews is not None and learn_weights:
+            raise ValueError(
+                "Reading reviews uses the simulation's review equation, so it needs the "
+                "simulation's weights; drop `learn_weights` (`--learn-weights`) or the reviews."
+            )
+        self.reviews = reviews
         self.variables = [*self.tastes.values(), self.log_price_sensitivity, self.quality]
         self.variables += [v for v in self.weights.values() if v.trainable]
 
@@ -201,7 +228,36 @@ class StoreModel:
             + tf.reduce_sum(self.quality**2) / (2 * sd["quality"] ** 2)
         )
         log_likelihood = tf.reduce_sum(log_views) + tf.reduce_sum(tf.math.log(likelihood + _EPS))
+        if self.reviews is not None:
+            log_likelihood += tf.reduce_sum(self.review_log_likelihood())
         return prior - log_likelihood
+
+    def review_log_likelihood(self):
+        """Log chance of each review's rating: its satisfaction band under the simulation's
+        review equation, normal noise around brand and material taste, quality and price."""
+        import tensorflow as tf
+
+        from recsys.data import synthetic_sim as sim
+
+        r, t = self.reviews, self.tastes
+        u, p = r["u"], r["p"]
+
+        def taste(name, attr):
+            return tf.gather_nd(t[name], tf.stack([u, tf.gather(attr, p)], axis=1))
+
+        mean = (
+            taste("brand", self.brand)
+            + taste("material", self.material)
+            + sim.REVIEW_QUALITY * tf.gather(self.quality, p)
+            - sim.REVIEW_PRICE
+            * tf.exp(tf.gather(self.log_price_sensitivity, u))
+            * tf.gather(self.rel_price, p)
+        )
+
+        def below(bound):  # P(satisfaction < bound)
+            return 0.5 * (1.0 + tf.math.erf((bound - mean) / (sim.REVIEW_NOISE * np.sqrt(2.0))))
+
+        return tf.math.log(below(r["high"]) - below(r["low"]) + _EPS)
 
     def fit(self, views, units, steps=600, learning_rate=0.05, log_every=0):
         """Full-batch Adam on the negative log posterior; returns its final value."""
@@ -244,7 +300,10 @@ def main(argv=None):
     parser.add_argument("--events-per-user", type=float, default=None)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--learn-weights", action="store_true")
+    parser.add_argument("--reviews", action="store_true", help="read the review ratings too")
     args = parser.parse_args(argv)
+    if args.reviews and args.learn_weights:
+        parser.error("--reviews reads ratings with the simulation's weights; drop --learn-weights")
     from recsys.data import synthetic
 
     started = time.perf_counter()
@@ -253,7 +312,8 @@ def main(argv=None):
         products=args.products, users=args.users, seed=args.seed, events_target=target
     )
     views, units, bought_end = observed(store)
-    model = StoreModel(store.hidden, learn_weights=args.learn_weights)
+    reviews = review_ratings(store) if args.reviews else None
+    model = StoreModel(store.hidden, learn_weights=args.learn_weights, reviews=reviews)
     loss = model.fit(views, units, steps=args.steps, log_every=100)
     auc = synthetic._roc_auc(store.truth["label"].to_numpy(), model.score(store, bought_end))
     bayes = store.bayes_optimal_auc()
@@ -262,6 +322,7 @@ def main(argv=None):
         "seed": args.seed,
         "events": len(store.events),
         "learn_weights": args.learn_weights,
+        "reviews": len(store.reviews) if args.reviews else 0,
         "negative_log_posterior": round(loss, 1),
         "truth_auc": round(auc, 4),
         "bayes_optimal_auc": round(bayes, 4),

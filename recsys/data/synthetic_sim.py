@@ -41,6 +41,9 @@ QUALITY_SD = 0.3
 PRICE_SENSITIVITY_LOG_MEAN, PRICE_SENSITIVITY_LOG_SD = float(np.log(0.8)), 0.5
 EXPLORE = 0.1  # share of views on a uniformly random product
 REVIEW_RATE = 0.45
+# a review's satisfaction: brand and material taste + REVIEW_QUALITY * quality
+# - REVIEW_PRICE * price sensitivity * relative price + normal noise of sd REVIEW_NOISE
+REVIEW_QUALITY, REVIEW_PRICE, REVIEW_NOISE = 2.0, 0.5, 0.7
 RATING_CUTS = (-0.35, 0.3, 1.05, 1.9)  # satisfaction thresholds between ratings 1|2|3|4|5
 TRUTH_USERS, TRUTH_BROWSED, TRUTH_RANDOM = 1000, 7, 3
 
@@ -304,9 +307,9 @@ def make_reviews(h: Hidden, purchases, attrs, rng):
     satisfaction = (
         h.brand_taste[u, h.brand[p]]
         + h.material_taste[u, h.material[p]]
-        + 2.0 * h.quality[p]
-        - 0.5 * h.price_sensitivity[u] * h.rel_price[p]
-        + rng.normal(0.0, 0.7, u.size)
+        + REVIEW_QUALITY * h.quality[p]
+        - REVIEW_PRICE * h.price_sensitivity[u] * h.rel_price[p]
+        + rng.normal(0.0, REVIEW_NOISE, u.size)
     )
     rating = 1 + np.searchsorted(RATING_CUTS, satisfaction)
     level = np.clip(rating + rng.choice((-1, 0, 0, 0, 0, 0, 0, 1), size=u.size), 1, 5)

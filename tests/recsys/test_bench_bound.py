@@ -55,3 +55,23 @@ def test_fitting_on_the_events_lowers_the_loss_and_ranks_the_truth_pairs(store, 
     assert auc > 0.6
     assert model.weights["bias"].trainable is learn_weights
     assert not model.weights["view_brand"].trainable
+
+
+def test_review_ratings_are_likelier_under_the_hidden_parameters_than_neutral_ones(store):
+    reviews = bound.review_ratings(store)
+    assert int(reviews["u"].shape[0]) == len(store.reviews) > 0
+    model = bound.StoreModel(store.hidden, reviews=reviews)
+    neutral = float(np.sum(model.review_log_likelihood()))
+    h = store.hidden
+    model.tastes["brand"].assign(h.brand_taste.astype(np.float32))
+    model.tastes["material"].assign(h.material_taste.astype(np.float32))
+    model.quality.assign(h.quality.astype(np.float32))
+    model.log_price_sensitivity.assign(np.log(h.price_sensitivity).astype(np.float32))
+    hidden = model.review_log_likelihood().numpy()
+    assert np.all(hidden <= 0.0)
+    assert hidden.sum() > neutral
+
+
+def test_reading_reviews_needs_the_simulations_weights(store):
+    with pytest.raises(ValueError, match="simulation's weights"):
+        bound.StoreModel(store.hidden, learn_weights=True, reviews=bound.review_ratings(store))
