@@ -18,8 +18,8 @@ the weights of the equation (bias, category, price, bought-before terms, the bro
 and the exploration share) start from neutral values and are fitted as well, so nothing of the
 simulation but its form is given. With `--reviews` the ratings of the store's reviews are read
 too, through the simulation's own review equation (a rating is the band of the shopper's
-satisfaction with brand, material, quality and price): what ratings could add at most. Prints JSON with the truth-pair ROC-AUC and its ratio to the
-Bayes-optimal AUC.
+satisfaction with brand, material, quality and price): what ratings could add at most. Prints
+JSON with the truth-pair ROC-AUC and its ratio to the Bayes-optimal AUC.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ item; `purchase` marks a purchase). An events table (`user_id, product_id, event
 may stand in for it: histories are built from the events, most recent first.
 
 >>> import pyarrow as pa
->>> join_texts(pa.table({"title": ["Mug", None], "text": [" Blue ", "Red"]}), ["title", "text"], "t")
+>>> table = pa.table({"title": ["Mug", None], "text": [" Blue ", "Red"]})
+>>> join_texts(table, ["title", "text"], "t")
 ['Mug. Blue', 'Red']
 """
 

@@ -197,9 +197,10 @@ def _plan_classify(card, model_dir, path, options):
     for start, table in chunks(stream, wanted, batch_inputs.CHECK_ROWS):
         rows = start + table.num_rows
         if id_column is not None:  # the output's rows are told apart by it
+            ids = batch_inputs.strings(table.column(id_column), str(path), id_column)
             batch_inputs.refuse_repeats(
-                batch_inputs.strings(table.column(id_column), str(path), id_column), seen, start, str(path),
-                id_column, "the id column must tell the rows apart (or leave out --id-column: "
+                ids, seen, start, str(path), id_column,
+                "the id column must tell the rows apart (or leave out --id-column: "
                 "the output then numbers the rows)",
             )  # fmt: skip
         texts = batch_inputs.join_texts(table, text_columns, str(path))
