@@ -37,15 +37,6 @@ def load_saved_model(model_dir):
     return tf.saved_model.load(str(model_dir))
 
 
-def _signature(module, name, model_dir):
-    try:
-        return module.signatures[name]
-    except KeyError:
-        raise TaskError(
-            f"{model_dir} has no signature {name!r}; it has {sorted(module.signatures)}."
-        ) from None
-
-
 class BatchTask:
     """A planned job: reads parts and scores work items. Cursors and the model load lazily."""
 
@@ -132,7 +123,9 @@ class ClassifyTask(BatchTask):
     def _load(self, module):
         import tensorflow as tf
 
-        self._classify = _signature(module, schema.SIGNATURE_CLASSIFY, self.plan.model_dir)
+        self._classify = schema.signature(
+            module, schema.SIGNATURE_CLASSIFY, self.plan.model_dir, TaskError
+        )
         probe = self._classify(text=tf.constant(["warm up"]))
         classes = int(probe["probabilities"].shape[-1])
         labels = self.plan.details["labels"] or [str(i) for i in range(classes)]
@@ -208,7 +201,9 @@ class RankTask(_UsersTask):
         return [(u, h) for u, h, _ in batch_inputs.user_items(table, False, self.plan.table)]
 
     def _load(self, module):
-        self._recommend = _signature(module, schema.SIGNATURE_RECOMMEND, self.plan.model_dir)
+        self._recommend = schema.signature(
+            module, schema.SIGNATURE_RECOMMEND, self.plan.model_dir, TaskError
+        )
 
     @property
     def schema(self):
@@ -276,10 +271,12 @@ class _BuyTask(_UsersTask):
     def _load(self, module):
         import tensorflow as tf
 
-        self._score_catalog = _signature(
-            module, schema.SIGNATURE_SCORE_CATALOG, self.plan.model_dir
+        self._score_catalog = schema.signature(
+            module, schema.SIGNATURE_SCORE_CATALOG, self.plan.model_dir, TaskError
         )
-        self._score = _signature(module, schema.SIGNATURE_SCORE, self.plan.model_dir)
+        self._score = schema.signature(
+            module, schema.SIGNATURE_SCORE, self.plan.model_dir, TaskError
+        )
         ids = batch_inputs.model_catalog(self.plan.model_dir, required=True).to_pylist()
         self._index = {pid: i for i, pid in enumerate(ids)}
         texts = getattr(module, "product_texts", None)  # the texts `score_catalog` uses

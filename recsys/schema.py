@@ -111,6 +111,27 @@ TASKS = ("buy_probability", "ranking", "text_classification")
 EMBEDDING_INTERACTIONS = ("full", "cosine")
 
 
+def signature(module, name, path, error):
+    """The signature `name` of a loaded SavedModel `module`; where it has none, raises `error`
+    (an exception class) naming the model's `path` and the signatures it has.
+
+    >>> class Loaded:
+    ...     signatures = {"score": "the score function"}
+    >>> signature(Loaded, SIGNATURE_SCORE, "m/1", LookupError)
+    'the score function'
+    >>> signature(Loaded, SIGNATURE_CLASSIFY, "m/1", LookupError)
+    Traceback (most recent call last):
+    ...
+    LookupError: m/1 has no signature 'classify'; it has ['score'].
+    """
+    try:
+        return module.signatures[name]
+    except KeyError:
+        raise error(
+            f"{path} has no signature {name!r}; it has {sorted(module.signatures)}."
+        ) from None
+
+
 def price_band(price):
     """Maps a price to a coarse band name; a missing price gives "unknown".
 

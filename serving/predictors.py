@@ -35,15 +35,6 @@ class ModelLoadError(RuntimeError):
     """A version cannot serve: a missing signature, a missing catalog, a failed warm-up."""
 
 
-def _signature(module, name, path):
-    try:
-        return module.signatures[name]
-    except KeyError:
-        raise ModelLoadError(
-            f"{path} has no signature {name!r}; it has {sorted(module.signatures)}."
-        ) from None
-
-
 def _catalog(path, required):
     file = pathlib.Path(path) / schema.CATALOG_ASSET
     if not file.is_file():
@@ -95,8 +86,10 @@ class BuyPredictor:
     task = "buy_probability"
 
     def __init__(self, module, card, path, batching):
-        self._score = _signature(module, schema.SIGNATURE_SCORE, path)
-        self._score_catalog = _signature(module, schema.SIGNATURE_SCORE_CATALOG, path)
+        self._score = schema.signature(module, schema.SIGNATURE_SCORE, path, ModelLoadError)
+        self._score_catalog = schema.signature(
+            module, schema.SIGNATURE_SCORE_CATALOG, path, ModelLoadError
+        )
         self.catalog = _catalog(path, required=True)
         length = card.get("history_length")
         if length is None:
@@ -252,7 +245,7 @@ class RankPredictor:
     task = "ranking"
 
     def __init__(self, module, card, path, batching):
-        self._recommend = _signature(module, schema.SIGNATURE_RECOMMEND, path)
+        self._recommend = schema.signature(module, schema.SIGNATURE_RECOMMEND, path, ModelLoadError)
         # the API takes histories most recent first; the ranking export reads them oldest first
         self.oldest_first = card.get("history_order", "oldest first") == "oldest first"
         self.catalog = _catalog(path, required=False)
@@ -314,7 +307,7 @@ class ClassifyPredictor:
     task = "text_classification"
 
     def __init__(self, module, card, path, batching):
-        self._classify = _signature(module, schema.SIGNATURE_CLASSIFY, path)
+        self._classify = schema.signature(module, schema.SIGNATURE_CLASSIFY, path, ModelLoadError)
         self.labels = [str(label) for label in card.get("labels") or []]
         self._batcher = batching.make(self._run, "classify")
 
