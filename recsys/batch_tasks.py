@@ -265,13 +265,11 @@ def _plan_buy_candidates(model_dir, users, path, catalog, options):
     unknown, first, rows, cold = 0, None, 0, 0
     for start, table in chunks(stream, ["user_id", "product_id"], batch_inputs.CHECK_ROWS):
         rows = start + table.num_rows
-        for name in ("user_id", "product_id"):
-            batch_inputs.require_ids(
-                batch_inputs.strings(table.column(name), str(path), name), start, str(path), name
-            )
         user_ids = batch_inputs.strings(table.column("user_id"), str(path), "user_id")
-        cold += sum(u.strip() not in users_known for u in user_ids)
+        batch_inputs.require_ids(user_ids, start, str(path), "user_id")
         products = batch_inputs.strings(table.column("product_id"), str(path), "product_id")
+        batch_inputs.require_ids(products, start, str(path), "product_id")
+        cold += sum(u.strip() not in users_known for u in user_ids)
         bad = batch_inputs.unknown_positions(products, known)
         unknown += len(bad)
         if bad and first is None:
