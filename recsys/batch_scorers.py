@@ -277,7 +277,7 @@ class _BuyTask(_UsersTask):
         self._score = schema.signature(
             module, schema.SIGNATURE_SCORE, self.plan.model_dir, TaskError
         )
-        ids = batch_inputs.model_catalog(self.plan.model_dir, required=True).to_pylist()
+        ids = self._model_ids().to_pylist()
         self._index = {pid: i for i, pid in enumerate(ids)}
         texts = getattr(module, "product_texts", None)  # the texts `score_catalog` uses
         if texts is not None and int(texts.shape[0]) == len(ids):
@@ -286,6 +286,12 @@ class _BuyTask(_UsersTask):
             self._texts = self._catalog_texts(ids)
         self._cold_cache = np.full(len(ids), np.nan, dtype=np.float32)
         self._empty = tf.constant("", tf.string)
+
+    def _model_ids(self):
+        """The product ids of the model's catalog, an Arrow array (read once per process)."""
+        if getattr(self, "_model_id_array", None) is None:
+            self._model_id_array = batch_inputs.model_catalog(self.plan.model_dir, required=True)
+        return self._model_id_array
 
     def _catalog_texts(self, ids):
         import pandas as pd
@@ -347,9 +353,8 @@ class BuyPairsTask(_BuyTask):
     def products(self):
         """The scoring catalog's product ids (read once per process)."""
         if getattr(self, "_products", None) is None:
-            catalog = batch_inputs.model_catalog(self.plan.model_dir, required=True)
             ids, _ = batch_inputs.scoring_catalog(
-                self.plan.details["catalog"], catalog, self.plan.options
+                self.plan.details["catalog"], self._model_ids(), self.plan.options
             )
             if len(ids) != self.plan.details["products"]:
                 raise TaskError(f"{self.plan.details['catalog']} changed since the job started.")
@@ -455,7 +460,5 @@ class BuyCandidatesTask(_BuyTask):
     def _known(self):
         """The product ids the model knows (read once per process)."""
         if getattr(self, "_known_ids", None) is None:
-            self._known_ids = set(
-                batch_inputs.model_catalog(self.plan.model_dir, required=True).to_pylist()
-            )
+            self._known_ids = set(self._model_ids().to_pylist())
         return self._known_ids
