@@ -10,9 +10,10 @@ SavedModel). So both runners write the same rows; Beam's output files are
 `beam-part-SSSSS-of-NNNNN.parquet` in the output folder, beside `_manifest.json`.
 
 Pipeline options after `--` pass through to Beam (`-- --runner=DataflowRunner --project=...`,
-Flink or Spark runners); without them the DirectRunner runs the job here. The inputs, the
-model and the output folder must be paths every worker can read and write. A Beam job is not
-resumed part by part: started again, it runs whole (its sink writes files only at the end).
+Flink or Spark runners); without them Beam's `FnApiRunner` runs the job on this machine. The
+inputs, the model and the output folder must be paths every worker can read and write. A Beam
+job is not resumed part by part: started again, it runs whole (its sink writes files only at
+the end).
 
 Apache Beam is an optional dependency: `pip install -e .[beam]`.
 """
@@ -78,13 +79,24 @@ def transforms(task):
     return ReadPart(task), SavedModelHandler(task)
 
 
+LOCAL_RUNNER = "FnApiRunner"
+
+
 def pipeline_options(beam_args):
-    """Beam's options from the arguments after `--` (the DirectRunner when none names one)."""
+    """Beam's options from the arguments after `--`; `LOCAL_RUNNER` when none names a runner.
+
+    The default is the runner Beam's DirectRunner itself falls back to for batch jobs. Named
+    outright, it runs without the DirectRunner's first try of the Prism runner, which fetches a
+    binary from GitHub on first use (a failed or hanging fetch on an offline machine, and an
+    empty `beam-temp*` folder left in the temporary directory each run). For example,
+    `pipeline_options([])` runs on `FnApiRunner`, `pipeline_options(["--runner=PrismRunner"])`
+    on Prism (not a doctest: Beam is an optional extra).
+    """
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     options = PipelineOptions(list(beam_args))
     if not options.view_as(StandardOptions).runner:
-        options.view_as(StandardOptions).runner = "DirectRunner"
+        options.view_as(StandardOptions).runner = LOCAL_RUNNER
     return options
 
 

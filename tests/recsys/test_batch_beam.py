@@ -1,8 +1,10 @@
-"""`recsys score --runner beam` (DirectRunner) writes the same rows as the local runner."""
+"""`recsys score --runner beam` (Beam's local FnApiRunner) writes the same rows as the local
+runner."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recsys.batch_beam import pipeline_options
 from recsys.cli import main
 
 pytest.importorskip("apache_beam", reason="the Beam extra is not installed: pip install -e .[beam]")
@@ -27,14 +30,21 @@ def _read(paths) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_beam_and_local_runners_write_the_same_scores(case, batch_store, batch_inputs, tmp_path):
+def test_beam_and_local_runners_write_the_same_scores(
+    case, batch_store, batch_inputs, tmp_path, monkeypatch
+):
     model, argv, key = CASES[case]
+    temp = tmp_path / "temp"  # the process's temporary directory during the Beam run
+    temp.mkdir()
     argv = [str(batch_inputs.get(a, a)) for a in argv]
     common = ["score", "--model", str(batch_store[model]), *argv, "--part-rows", "30"]
     assert main([*common, "--out", str(tmp_path / "local"), "--no-progress"]) == 0
     beam_out = tmp_path / "beam"
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     assert main([*common, "--out", str(beam_out), "--runner", "beam", "--",
                  "--direct_num_workers=1"]) == 0  # fmt: skip
+    monkeypatch.undo()
+    assert not list(temp.glob("beam-temp*"))  # no try of the Prism runner left its folder
     local = _read((tmp_path / "local").glob("part-*.parquet"))
     beam = _read(beam_out.glob("beam-part-*.parquet"))
     assert list(beam.columns) == list(local.columns) and len(beam) == len(local)
@@ -56,3 +66,9 @@ def test_beam_options_need_the_beam_runner(batch_store, batch_inputs, tmp_path, 
     argv += [str(batch_inputs["catalog"]), "--out", str(tmp_path / "o"), "--", "--runner=X"]
     assert main(argv) == 2
     assert "need --runner beam" in capsys.readouterr().err
+
+
+def test_beam_runs_locally_unless_the_options_name_a_runner():
+    assert pipeline_options([]).get_all_options()["runner"] == "FnApiRunner"
+    named = pipeline_options(["--runner=PrismRunner", "--direct_num_workers=2"]).get_all_options()
+    assert named["runner"] == "PrismRunner" and named["direct_num_workers"] == 2
